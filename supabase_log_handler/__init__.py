@@ -1,0 +1,78 @@
+"""supabase-log-handler: every job run as a ``runs`` row, its logging as ``logs`` rows.
+
+Attach :class:`SupabaseHandler` (dictConfig, ``install()``, or the
+``supabase-log run`` wrapper) and ordinary ``logging`` calls, yours and your
+libraries', land in Supabase through a background queue. ``start_run`` records
+one execution with its status, duration and metrics.
+
+Data flow, one module per stage::
+
+    handler.emit -> rows.snapshot -> queue -> worker (rows.build) -> sender -> sinks/
+                                                 \\-> spool <-/ (retry.py, breaker)
+    runs.py (run lifecycle) and lifecycle.py (exit, signals, fork) beside them.
+"""
+
+from __future__ import annotations
+
+from .config import Settings, load_settings
+from .errors import (
+    ConfigurationError,
+    DataError,
+    DeliveryError,
+    SetupError,
+    SupabaseLogHandlerError,
+    TransientError,
+)
+from .handler import SupabaseHandler, install
+from .read import get_logs, get_run, last_successful_run
+from .runs import (
+    ANALYZE,
+    END,
+    ERROR,
+    FETCH,
+    LOAD,
+    MERGE,
+    PROCESS,
+    SAVE,
+    START,
+    STEPS,
+    UPSERT,
+    VALIDATE,
+    Run,
+    RunLogger,
+    start_run,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANALYZE",
+    "END",
+    "ERROR",
+    "FETCH",
+    "LOAD",
+    "MERGE",
+    "PROCESS",
+    "SAVE",
+    "START",
+    "STEPS",
+    "UPSERT",
+    "VALIDATE",
+    "ConfigurationError",
+    "DataError",
+    "DeliveryError",
+    "Run",
+    "RunLogger",
+    "SetupError",
+    "Settings",
+    "SupabaseHandler",
+    "SupabaseLogHandlerError",
+    "TransientError",
+    "__version__",
+    "get_logs",
+    "get_run",
+    "install",
+    "last_successful_run",
+    "load_settings",
+    "start_run",
+]

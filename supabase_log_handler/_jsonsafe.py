@@ -1,0 +1,166 @@
+"""Turning arbitrary Python values into JSON that PostgreSQL accepts.
+
+PostgreSQL's ``text`` and ``jsonb`` reject NUL characters, JSON has no NaN or
+Infinity, lone surrogates cannot be encoded as UTF-8, and user objects can be
+cyclic, deep, huge, or have a ``__repr__`` that raises. ``to_jsonable`` never
+raises: whatever it cannot represent faithfully it replaces with a readable
+marker string.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import math
+import uuid
+from collections.abc import Mapping
+from pathlib import PurePath
+from typing import Any
+
+MAX_DEPTH = 8
+MAX_ITEMS = 1000
+
+_PRIMITIVE = (str, int, float, bool, type(None))
+
+
+def clean_text(text: str) -> str:
+    """Remove NUL characters and replace lone surrogates, so PostgreSQL accepts the text."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
+
+
+def safe_repr(value: object) -> str:
+    """``repr(value)``, or a marker naming the type when ``__repr__`` itself fails."""
+    try:
+        return clean_text(repr(value))
+    except Exception:
+        try:
+            name = type(value).__qualname__
+        except Exception:
+            name = "object"
+        return f"<unrepresentable {name}>"
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, falling back to :func:`safe_repr`."""
+    try:
+        return clean_text(str(value))
+    except Exception:
+        return safe_repr(value)
+
+
+def _float(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def _decimal(value: decimal.Decimal) -> float | str:
+    if not value.is_finite():
+        return _float(float(value))
+    as_float = float(value)
+    # Keep it a JSON number when that loses nothing; otherwise keep every digit as text.
+    if decimal.Decimal(repr(as_float)) == value:
+        return as_float
+    return str(value)
+
+
+def to_jsonable(value: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_ITEMS) -> Any:
+    """A JSON-safe copy of ``value``; never raises."""
+    try:
+        return _convert(value, max_depth, max_items, set())
+    except RecursionError:
+        return "<max depth>"
+    except Exception:
+        return safe_repr(value)
+
+
+def _convert(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
+    if isinstance(value, str):
+        return clean_text(value)
+    if value is None or isinstance(value, (bool, int)):
+        if isinstance(value, enum.Enum):
+            return _convert(value.value, depth, max_items, seen)
+        return value
+    if isinstance(value, float):
+        return _float(value)
+    if isinstance(value, enum.Enum):
+        return _convert(value.value, depth, max_items, seen)
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return _decimal(value)
+    if isinstance(value, PurePath):
+        return clean_text(str(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return clean_text(bytes(value).decode("utf-8", "backslashreplace"))
+    if depth <= 0:
+        return "<max depth>"
+    marker = id(value)
+    if marker in seen:
+        return "<cycle>"
+    if isinstance(value, Mapping):
+        seen.add(marker)
+        try:
+            out: dict[str, Any] = {}
+            for i, (k, v) in enumerate(value.items()):
+                if i >= max_items:
+                    out["<truncated>"] = f"{len(value) - max_items} more items"
+                    break
+                key = clean_text(k) if isinstance(k, str) else safe_str(k)
+                out[key] = _convert(v, depth - 1, max_items, seen)
+            return out
+        finally:
+            seen.discard(marker)
+    if isinstance(value, (list, tuple, set, frozenset)):
+        seen.add(marker)
+        try:
+            items: Any = value
+            if isinstance(value, (set, frozenset)):
+                try:
+                    items = sorted(value)
+                except Exception:
+                    items = list(value)
+            out_list = []
+            for i, item in enumerate(items):
+                if i >= max_items:
+                    out_list.append(f"<{len(value) - max_items} more items>")
+                    break
+                out_list.append(_convert(item, depth - 1, max_items, seen))
+            return out_list
+        finally:
+            seen.discard(marker)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        seen.add(marker)
+        try:
+            return {
+                f.name: _convert(getattr(value, f.name, None), depth - 1, max_items, seen)
+                for f in dataclasses.fields(value)
+            }
+        finally:
+            seen.discard(marker)
+    return safe_repr(value)
+
+
+def is_plain(value: object) -> bool:
+    """True when ``value`` is an immutable JSON scalar that needs no conversion."""
+    return type(value) in _PRIMITIVE_TYPES and (
+        type(value) is not float or math.isfinite(value)  # type: ignore[arg-type]
+    )
+
+
+_PRIMITIVE_TYPES = frozenset(_PRIMITIVE)

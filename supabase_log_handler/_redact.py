@@ -1,0 +1,106 @@
+"""Masking secrets before a row leaves the process (database, spool or stderr).
+
+Two rules: values stored under sensitive keys (``password``, ``api_key``,
+``access_token`` ... but not ``max_tokens``) are replaced whole, and text is
+scanned for known secret shapes (JWTs, ``sb_secret_...``, ``sk-...``, Bearer
+tokens, ``password=...`` pairs, credentials in URLs) and for literal secrets such
+as the configured Supabase key.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+MASK = "[REDACTED]"
+
+# A key is sensitive when its last word is one of these ("db_password", "access_token") ...
+_SENSITIVE_LAST_WORDS = frozenset(
+    {
+        "password", "passwd", "pwd", "passphrase", "secret", "token", "apikey",
+        "authorization", "cookie", "credential", "credentials", "jwt",
+    }
+)
+# ... or when it is one of these whole ("api_key", "x-api-key").
+_SENSITIVE_KEYS = frozenset(
+    {
+        "api_key", "x_api_key", "access_key", "secret_key", "private_key", "service_role_key",
+        "set_cookie", "session", "session_id", "sessionid", "auth", "client_secret",
+    }
+)
+
+_KEY_WORDS = (
+    r"password|passwd|pwd|passphrase|secret|token|api[_-]?key|apikey|authorization|cookie"
+    r"|access[_-]?token|refresh[_-]?token|client[_-]?secret|private[_-]?key|service[_-]?role[_-]?key"
+)
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # JSON web tokens: header.payload.signature, both first parts base64url of "{".
+    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), MASK),
+    (re.compile(r"\bsb_secret_[A-Za-z0-9_-]{6,}"), MASK),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), MASK),
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
+    # key=value, key: value, "key": "value", 'key': 'value'
+    (
+        re.compile(
+            r"(?i)([\"']?\b(?:[a-z0-9]+[_-])*(?:" + _KEY_WORDS + r")\b[\"']?\s*[:=]\s*)([\"']?)"
+            r"(?!\[REDACTED\])[^\s\"',;&}\]]+"
+        ),
+        r"\1\2" + MASK,
+    ),
+    # scheme://user:password@host
+    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@\s/]+(@)", re.IGNORECASE), r"\1" + MASK + r"\2"),
+)
+
+
+def _normalise(key: str) -> str:
+    return key.strip().lower().replace("-", "_").replace(" ", "_")
+
+
+class Redactor:
+    """Masks secrets in text and in JSON-like structures; never raises."""
+
+    def __init__(
+        self,
+        *,
+        enabled: bool = True,
+        extra_keys: Iterable[str] = (),
+        literals: Iterable[str | None] = (),
+    ) -> None:
+        self.enabled = enabled
+        self._keys = _SENSITIVE_KEYS | {_normalise(k) for k in extra_keys if k.strip()}
+        # Longest first, so a literal that contains another is masked whole.
+        self._literals = sorted({s for s in literals if s and len(s) >= 8}, key=len, reverse=True)
+
+    def is_sensitive_key(self, key: str) -> bool:
+        """True when values stored under ``key`` must be masked."""
+        norm = _normalise(key)
+        if norm in self._keys:
+            return True
+        return norm.rsplit("_", 1)[-1] in _SENSITIVE_LAST_WORDS
+
+    def text(self, text: str) -> str:
+        """``text`` with every secret shape and literal secret masked."""
+        if not self.enabled or not text:
+            return text
+        for literal in self._literals:
+            if literal in text:
+                text = text.replace(literal, MASK)
+        for pattern, replacement in _PATTERNS:
+            text = pattern.sub(replacement, text)
+        return text
+
+    def value(self, value: Any) -> Any:
+        """A copy of a JSON-like ``value`` with sensitive keys and secret text masked."""
+        if not self.enabled:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                k: (MASK if v is not None and self.is_sensitive_key(k) else self.value(v))
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        return value

@@ -1,0 +1,233 @@
+"""``SupabaseHandler``: the stdlib ``logging.Handler`` users attach.
+
+``emit`` is the only code on the caller's thread: it skips the client's own
+loggers and the handler's own threads, snapshots the record (``rows.py``) and
+puts it on the queue. It never blocks (unless ``overflow="block"`` was chosen,
+and then only up to ``block_timeout_s``) and never raises: failures go to
+``handleError``. Everything else happens in the pipeline (``pipeline.py``).
+The constructor is the dictConfig contract: keyword-only scalars, validated at
+once, no I/O and no threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+from . import context, lifecycle, runs
+from ._redact import Redactor
+from .config import FIELDS, Settings, default_script_name, load_settings
+from .diagnostics import Diagnostics
+from .pipeline import Pipeline
+from .rows import Snapshot, format_exception, snapshot_extras
+
+_get_ident = threading.get_ident
+_getpid = os.getpid
+_ERROR = logging.ERROR
+
+
+def _default_level() -> int:
+    explicit = os.environ.get("SUPABASE_LOG_LEVEL")
+    if explicit:
+        level = logging.getLevelName(explicit.strip().upper())
+        return level if isinstance(level, int) else logging.NOTSET
+    debug = os.environ.get("DEBUG")
+    if debug is not None:
+        return logging.DEBUG if debug.strip().lower() in ("1", "true", "yes", "on") else logging.INFO
+    return logging.NOTSET
+
+
+class SupabaseHandler(logging.Handler):
+    """Writes every record to the ``logs`` table, grouped under ``runs``.
+
+    All settings are keyword-only and optional; see ``config.FIELDS`` (and the
+    README's table) for names, environment variables and defaults.
+    """
+
+    def __init__(self, level: int | str | None = None, *, env_file: str | None = None, **settings: Any) -> None:
+        super().__init__(_default_level() if level is None else level)
+        self.settings: Settings = load_settings(settings, env_file=env_file)
+        s = self.settings
+        self.redactor = Redactor(enabled=s.redact, extra_keys=s.redact_keys.split(","), literals=[s.key])
+        self.diagnostics = Diagnostics(enabled=s.diagnostics, mask=self.redactor.text)
+        self._pipeline = Pipeline(s, redactor=self.redactor, diagnostics=self.diagnostics)
+        self._excluded_prefixes = tuple(n + "." for n in s.excluded_logger_names)
+        self._excluded_names = frozenset(s.excluded_logger_names)
+        self._excluded: dict[str, bool] = {}
+        self._announced: runs.Run | None = None
+        self._closed = False
+        self._local_note_given = False
+        runs._listeners.add(self)
+        lifecycle.track(self)
+
+    # -- the hot path ----------------------------------------------------------------
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            pipeline = self._pipeline
+            if self._closed or _get_ident() in pipeline.thread_ids:
+                return
+            name = record.name
+            excluded = self._excluded.get(name)
+            if excluded is None:
+                excluded = self._is_excluded(name)
+            if excluded:
+                return
+            if not pipeline.started:
+                self._start()
+            d = record.__dict__
+            run_id = d.get("run_id")
+            step = d.get("step")
+            if run_id is None:
+                run = context.current_run() or self._implicit_run()
+                if run is None:
+                    return
+                run_id = run.id
+                if step is None:
+                    step = context.current_step(run)
+                if run is not self._announced:
+                    self._announce(run)
+            message = self.format(record) if self.formatter is not None else record.getMessage()
+            exc = format_exception(record) if (record.exc_info or record.stack_info) else None
+            levelno = record.levelno
+            snap = Snapshot(
+                record.created, levelno, record.levelname, message, name, record.pathname,
+                record.lineno, record.funcName, record.threadName, record.process, exc,
+                str(run_id), None if step is None else str(step), snapshot_extras(record),
+            )
+            size = len(message) + 300 + (len(exc[2]) if exc else 0)
+            queue = pipeline.queue
+            if self.settings.overflow == "block" and queue.pressure() >= 1.0:
+                queue.wait_for_space(self.settings.block_timeout_s)
+            queue.put(("log", snap), size, levelno)
+            worker = pipeline.worker
+            if levelno >= _ERROR:
+                worker.hurry = True
+                worker.wake.set()
+            elif queue.rows >= self.settings.max_batch_rows and not worker.wake.is_set():
+                worker.wake.set()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def _is_excluded(self, name: str) -> bool:
+        excluded = name in self._excluded_names or name.startswith(self._excluded_prefixes)
+        if len(self._excluded) > 10_000:
+            self._excluded.clear()
+        self._excluded[name] = excluded
+        return excluded
+
+    def _start(self) -> None:
+        self._pipeline.start()
+        lifecycle.on_first_use(self)
+        if not self.settings.uses_supabase and not self._local_note_given:
+            self._local_note_given = True
+            self.diagnostics.report(
+                "local-store",
+                f"SUPABASE_URL is not set; writing runs and logs to the local store "
+                f"{self.settings.resolved_local_path} (see `supabase-log runs`, `supabase-log push`)",
+                error=False,
+            )
+
+    def _implicit_run(self) -> runs.Run | None:
+        joined = runs.joined_run_from_env()
+        if joined is not None:
+            return joined
+        if not self.settings.implicit_run:
+            return None
+        return lifecycle.implicit_run(self.settings.script_name or default_script_name(), self.settings.triggered_by)
+
+    def _announce(self, run: runs.Run) -> None:
+        self._announced = run
+        if run.id not in self._pipeline.sender_known_runs:
+            self._pipeline.sender_known_runs.add(run.id)
+            self._pipeline.queue.put_control(("run_open", run))
+
+    # -- run events (called by runs.Run) -------------------------------------------------
+    def run_opened(self, run: runs.Run) -> None:
+        if self._closed or run.cancelled:
+            return
+        if not self._pipeline.started:
+            self._start()
+        self._announce(run)
+
+    def run_finished(self, run: runs.Run, row: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        if not self._pipeline.started:
+            self._start()
+        self._pipeline.queue.put_control(("run_final", row))
+        self._pipeline.worker.hurry = True
+        self._pipeline.worker.wake.set()
+
+    def handle_direct(self, record: logging.LogRecord) -> None:
+        """Handle a record made by the package itself (run failures, uncaught exceptions)."""
+        if self.filter(record) and record.levelno >= self.level:
+            self.emit(record)
+
+    # -- control -----------------------------------------------------------------------
+    def flush(self, timeout_s: float | None = None) -> bool:  # type: ignore[override]
+        """Wait until every record so far is delivered, spooled or dead-lettered.
+
+        Returns False if ``timeout_s`` (default ``shutdown_timeout_s``) ran out first.
+        """
+        try:
+            return self._pipeline.flush(self.settings.shutdown_timeout_s if timeout_s is None else timeout_s)
+        except Exception:
+            return False
+
+    def close(self, timeout_s: float | None = None) -> bool:  # type: ignore[override]
+        """Deliver what is pending within ``timeout_s`` (default ``shutdown_timeout_s``), spool the rest."""
+        done = True
+        try:
+            if not self._closed:
+                self._closed = True
+                done = self._pipeline.close(self.settings.shutdown_timeout_s if timeout_s is None else timeout_s)
+        except Exception as exc:
+            self.diagnostics.report("close", f"error while closing: {exc!r}")
+            done = False
+        finally:
+            runs._listeners.discard(self)
+            super().close()
+        return done
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: enqueued, sent, batches, retries, spooled, replayed, dead_lettered, dropped per level, last_error."""
+        return self._pipeline.stats_dict()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __repr__(self) -> str:
+        target = self.settings.url or f"local:{self.settings.resolved_local_path}"
+        return f"<SupabaseHandler {target} ({logging.getLevelName(self.level)})>"
+
+
+def install(level: int | str = logging.INFO, *, console: bool = True, **settings: Any) -> SupabaseHandler:
+    """Attach a SupabaseHandler to the root logger (once) and return it.
+
+    With ``console`` and no other root handler, a plain stderr handler is added as
+    well so the job's output still shows. The root level is lowered to ``level``
+    if it is higher.
+    """
+    root = logging.getLogger()
+    for existing in root.handlers:
+        if isinstance(existing, SupabaseHandler) and not existing.closed:
+            return existing
+    handler = SupabaseHandler(**settings)
+    if console and not root.handlers:
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(stream)
+    root.addHandler(handler)
+    numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    if isinstance(numeric, int) and (root.level == logging.NOTSET or root.level > numeric):
+        root.setLevel(numeric)
+    return handler
+
+
+__all__ = ["FIELDS", "SupabaseHandler", "install"]

@@ -1,0 +1,126 @@
+"""Retrying one delivery, and the circuit breaker that stops retry storms.
+
+Retry is composed from tenacity's small strategies: retry only TransientError;
+wait exponentially with jitter but never less than the server's Retry-After;
+stop at a deadline or as soon as shutdown begins (the sleep itself wakes on that
+event). When a delivery has used up its retries the breaker opens: the worker
+sends everything straight to the spool, and the sender probes the backend every
+``probe_interval_s`` (doubling up to a ceiling) until one request succeeds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .errors import TransientError
+
+T = TypeVar("T")
+
+
+def _wait_retry_after(fallback: Any, cap_s: float) -> Any:
+    """The fallback wait, or the server's Retry-After when that is longer (capped)."""
+    from tenacity import RetryCallState
+    from tenacity.wait import wait_base
+
+    class wait_retry_after(wait_base):  # type: ignore[misc]
+        def __call__(self, retry_state: RetryCallState) -> float:
+            wait = float(fallback(retry_state))
+            outcome = retry_state.outcome
+            exc = outcome.exception() if outcome is not None else None
+            hinted = getattr(exc, "retry_after_s", None)
+            if hinted is not None:
+                wait = max(wait, min(float(hinted), cap_s))
+            return wait
+
+    return wait_retry_after()
+
+
+def call_with_retry(
+    fn: Callable[[], T],
+    *,
+    deadline_s: float,
+    max_wait_s: float,
+    abort: threading.Event,
+    on_retry: Callable[[BaseException | None], None] = lambda exc: None,
+) -> T:
+    """``fn()``, retried on TransientError until ``deadline_s`` or ``abort`` is set."""
+    from tenacity import (  # imported here: the worker pays for it, not the job's start-up
+        RetryCallState,
+        Retrying,
+        retry_if_exception_type,
+        sleep_using_event,
+        stop_after_delay,
+        stop_when_event_set,
+        wait_exponential_jitter,
+    )
+
+    def before_sleep(state: RetryCallState) -> None:
+        on_retry(state.outcome.exception() if state.outcome else None)
+
+    retrying = Retrying(
+        retry=retry_if_exception_type(TransientError),
+        wait=_wait_retry_after(_backoff(wait_exponential_jitter, max_wait_s), cap_s=max(max_wait_s, deadline_s)),
+        stop=stop_after_delay(deadline_s) | stop_when_event_set(abort),
+        sleep=sleep_using_event(abort),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying(fn)
+
+
+def _backoff(factory: Any, max_wait_s: float) -> Any:
+    """Exponential backoff from 0.1 s with jitter (tenacity renamed ``initial`` to ``multiplier``)."""
+    try:
+        return factory(multiplier=0.1, max=max_wait_s, jitter=max_wait_s / 4)
+    except TypeError:
+        return factory(initial=0.1, max=max_wait_s, jitter=max_wait_s / 4)
+
+
+class Breaker:
+    """Open after a delivery fails for good; half-open when a probe is due."""
+
+    def __init__(self, *, probe_interval_s: float, max_probe_interval_s: float = 60.0) -> None:
+        self.base_interval_s = probe_interval_s
+        self.max_interval_s = max(max_probe_interval_s, probe_interval_s)
+        self._lock = threading.Lock()
+        self._open = False
+        self._interval_s = probe_interval_s
+        self._next_probe = 0.0
+        self.reason: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def trip(self, reason: str, *, at_least_s: float = 0.0) -> None:
+        """Open (or stay open) and schedule the next probe."""
+        with self._lock:
+            if self._open:
+                self._interval_s = min(self._interval_s * 2, self.max_interval_s)
+            else:
+                self._interval_s = self.base_interval_s
+            self._open = True
+            self.reason = reason
+            self._next_probe = time.monotonic() + max(self._interval_s, at_least_s)
+
+    def probe_due(self) -> bool:
+        return self._open and time.monotonic() >= self._next_probe
+
+    def seconds_to_probe(self) -> float:
+        return max(self._next_probe - time.monotonic(), 0.0) if self._open else 0.0
+
+    def reset(self) -> None:
+        with self._lock:
+            self._open = False
+            self._interval_s = self.base_interval_s
+            self.reason = None
+
+
+def describe(exc: BaseException | Any) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["Breaker", "call_with_retry", "describe"]

@@ -1,0 +1,405 @@
+"""Runs: one ``runs`` row per execution of a job, and the helpers around it.
+
+``start_run`` makes a :class:`Run` current at once (context variable, plus the
+process-wide fallback when no other run holds it) and queues its row on every
+live handler; nothing waits on the network. The run id is made here, so log rows
+can point at it immediately; the run's row travels ahead of them in the same
+stream, and its final state after them. A run is finished by the process that
+opened it (``with``, the decorator, ``finish()``, or at exit); a forked child or
+a process that joined through ``SUPABASE_LOG_RUN_ID`` only logs into it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import logging
+import os
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Iterator, MutableMapping
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from . import _jsonsafe, context
+from ._ids import new_id
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_RUN_ID = "SUPABASE_LOG_RUN_ID"
+ENV_RUN_SCRIPT = "SUPABASE_LOG_RUN_SCRIPT"
+
+START, FETCH, LOAD, VALIDATE, PROCESS, ANALYZE, MERGE, UPSERT, SAVE, END, ERROR = (
+    "START", "FETCH", "LOAD", "VALIDATE", "PROCESS", "ANALYZE", "MERGE", "UPSERT", "SAVE", "END", "ERROR",
+)
+STEPS = (START, FETCH, LOAD, VALIDATE, PROCESS, ANALYZE, MERGE, UPSERT, SAVE, END, ERROR)
+METRICS = ("records_fetched", "records_inserted", "records_updated", "records_failed", "calls_analyzed", "api_cost")
+
+# Live handlers, told about runs as they open and finish (see handler.py).
+_listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _utc(value: dt.datetime | dt.date | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.astimezone()
+        return value.astimezone(dt.timezone.utc).isoformat()
+    return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).isoformat()
+
+
+def detect_triggered_by(environ: MutableMapping[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+    """What started this process, and what to record about it in ``metadata``."""
+    env = os.environ if environ is None else environ
+    explicit = env.get("SUPABASE_LOG_TRIGGERED_BY")
+    if env.get("GITHUB_ACTIONS") == "true":
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        repo, run_id = env.get("GITHUB_REPOSITORY", ""), env.get("GITHUB_RUN_ID", "")
+        info = {
+            "workflow": env.get("GITHUB_WORKFLOW"),
+            "event": env.get("GITHUB_EVENT_NAME"),
+            "run_url": f"{server}/{repo}/actions/runs/{run_id}" if repo and run_id else None,
+            "ref": env.get("GITHUB_REF"),
+            "commit": env.get("GITHUB_SHA"),
+        }
+        return explicit or "github-actions", {"github": {k: v for k, v in info.items() if v}}
+    for var, name in (("GITLAB_CI", "gitlab-ci"), ("CIRCLECI", "circleci"), ("BUILDKITE", "buildkite"), ("JENKINS_URL", "jenkins")):
+        if env.get(var):
+            return explicit or name, {}
+    if env.get("CI", "").lower() in ("1", "true", "yes"):
+        return explicit or "ci", {}
+    return explicit or "manual", {}
+
+
+class Run:
+    """One execution of a job; context manager, decorator and metric holder."""
+
+    def __init__(
+        self,
+        script_name: str,
+        *,
+        triggered_by: str | None = None,
+        batch_id: str | None = None,
+        sync_mode: str | None = None,
+        sync_start_date: dt.datetime | dt.date | str | None = None,
+        sync_end_date: dt.datetime | dt.date | str | None = None,
+        metadata: dict[str, Any] | None = None,
+        run_id: str | None = None,
+        owned: bool = True,
+        implicit: bool = False,
+    ) -> None:
+        detected, ci_meta = detect_triggered_by()
+        self.id = run_id or new_id()
+        self.script_name = script_name
+        self.triggered_by = triggered_by or detected
+        self.batch_id = str(batch_id) if batch_id is not None else None
+        self.sync_mode = sync_mode
+        self.sync_start_date = _utc(sync_start_date)
+        self.sync_end_date = _utc(sync_end_date)
+        self.metadata: dict[str, Any] = {**ci_meta, **(metadata or {})}
+        self.started_at = dt.datetime.now(dt.timezone.utc)
+        self._t0 = time.monotonic()
+        self.status = "running"
+        self.error_message: str | None = None
+        self.finished_at: dt.datetime | None = None
+        self.duration_ms: int | None = None
+        self.owner_pid = os.getpid() if owned else -1
+        self.implicit = implicit
+        self.cancelled = False
+        self.current_step: str | None = None
+        self.failed_step: str | None = None
+        self._metrics: dict[str, int | Decimal | None] = dict.fromkeys(METRICS)
+        self._lock = threading.Lock()
+        self._tokens: list[Any] = []
+        self._env_saved: tuple[str | None, str | None] | None = None
+
+    # -- state -------------------------------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.status != "running" or self.cancelled
+
+    @property
+    def owned(self) -> bool:
+        """True in the process that opened the run (not in forks or joined processes)."""
+        return self.owner_pid == os.getpid()
+
+    def open_row(self) -> dict[str, Any] | None:
+        """The row that creates the run (status running), or None if cancelled."""
+        if self.cancelled:
+            return None
+        return {
+            "id": self.id,
+            "script_name": self.script_name,
+            "triggered_by": self.triggered_by,
+            "started_at": self.started_at.isoformat(),
+            "status": "running",
+            "batch_id": self.batch_id,
+            "sync_mode": self.sync_mode,
+            "sync_start_date": self.sync_start_date,
+            "metadata": _jsonsafe.to_jsonable(self.metadata),
+        }
+
+    def final_row(self) -> dict[str, Any]:
+        """The run's full state, written last (safe to write again)."""
+        row = self.open_row() or {}
+        row.update(
+            status=self.status,
+            error_message=self.error_message,
+            finished_at=self.finished_at.isoformat() if self.finished_at else None,
+            duration_ms=self.duration_ms,
+            sync_end_date=self.sync_end_date,
+        )
+        for name, value in self._metrics.items():
+            row[name] = float(value) if isinstance(value, Decimal) else value
+        return row
+
+    # -- metrics -----------------------------------------------------------------------
+    def set(self, **values: Any) -> Run:
+        """Set metrics, ``sync_end_date``, ``sync_mode`` or ``batch_id``: ``run.set(records_fetched=150)``."""
+        with self._lock:
+            for name, value in values.items():
+                if name in METRICS:
+                    self._metrics[name] = _number(name, value)
+                elif name in ("sync_end_date", "sync_start_date"):
+                    setattr(self, name, _utc(value))
+                elif name in ("sync_mode", "batch_id"):
+                    setattr(self, name, None if value is None else str(value))
+                else:
+                    raise TypeError(f"unknown run field {name!r}; use run.metadata for free-form data")
+        return self
+
+    def add(self, **amounts: int | float | Decimal) -> Run:
+        """Add to metrics, thread-safe: ``run.add(records_inserted=10, api_cost=0.02)``."""
+        with self._lock:
+            for name, amount in amounts.items():
+                if name not in METRICS:
+                    raise TypeError(f"unknown metric {name!r}; metrics are {', '.join(METRICS)}")
+                current = self._metrics[name] or 0
+                self._metrics[name] = _number(name, Decimal(str(current)) + Decimal(str(amount)) if name == "api_cost" else int(current) + int(amount))
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        if name in METRICS:
+            return self._metrics[name]
+        raise AttributeError(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in METRICS:
+            self.set(**{name: value})
+        else:
+            object.__setattr__(self, name, value)
+
+    # -- steps and loggers -------------------------------------------------------------
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[Run]:
+        """Every record inside the block gets ``step=name`` (``with run.step("FETCH"):``)."""
+        previous = self.current_step
+        token = context.set_step(name)
+        self.current_step = name
+        try:
+            yield self
+        except BaseException:
+            if self.failed_step is None:
+                self.failed_step = name  # the innermost step the exception escaped from
+            raise
+        finally:
+            context.reset_step(token)
+            self.current_step = previous
+
+    def logger(self, name: str | None = None, *, step: str | None = None) -> RunLogger:
+        """A LoggerAdapter that carries this run's id (and a step) on every record."""
+        return RunLogger(logging.getLogger(name), self, step=step)
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def activate(self) -> Run:
+        """Make the run current here and for child processes; tell the handlers."""
+        context.register(self)
+        self._tokens.append(context.set_run(self))
+        context.claim_process_run(self)
+        if self.owned and context.process_run() is self:
+            self._env_saved = (os.environ.get(ENV_RUN_ID), os.environ.get(ENV_RUN_SCRIPT))
+            os.environ[ENV_RUN_ID] = self.id
+            os.environ[ENV_RUN_SCRIPT] = self.script_name
+        for listener in list(_listeners):
+            listener.run_opened(self)
+        return self
+
+    def finish(self, status: str | None = None, error: BaseException | str | None = None) -> Run:
+        """Record the end: status (success unless an error is given), duration, metrics. Idempotent."""
+        with self._lock:
+            if self.finished or not self.owned:
+                return self
+            if error is not None:
+                status = "error"
+                self.error_message = error if isinstance(error, str) else _error_text(error)
+            self.status = status or "success"
+            if self.status not in ("success", "error"):
+                raise ValueError("status must be 'success' or 'error'")
+            self.finished_at = dt.datetime.now(dt.timezone.utc)
+            self.duration_ms = int((time.monotonic() - self._t0) * 1000)
+        row = self.final_row()
+        for listener in list(_listeners):
+            listener.run_finished(self, row)
+        self._deactivate()
+        return self
+
+    def _deactivate(self) -> None:
+        while self._tokens:
+            context.reset_run(self._tokens.pop())
+        context.release_process_run(self)
+        if self._env_saved is not None:
+            for var, old in zip((ENV_RUN_ID, ENV_RUN_SCRIPT), self._env_saved):
+                if old is None:
+                    os.environ.pop(var, None)
+                else:
+                    os.environ[var] = old
+            self._env_saved = None
+
+    def cancel(self) -> None:
+        """Forget a run that never started (the decorator's template)."""
+        self.cancelled = True
+        self._deactivate()
+        context.forget(self.id)
+
+    def __enter__(self) -> Run:
+        if context.current_run() is not self:
+            self.activate()
+        return self
+
+    def __exit__(self, etype: Any, exc: BaseException | None, tb: Any) -> None:
+        if exc is None:
+            self.finish("success")
+            return
+        log_exception(self, exc)
+        self.finish(error=exc)
+
+    def __call__(self, func: F) -> F:
+        """Use as a decorator: each call of ``func`` is a new run with these settings."""
+        template = self
+        template.cancel()
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with template._clone():
+                return func(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    def _clone(self) -> Run:
+        return Run(
+            self.script_name,
+            triggered_by=self.triggered_by,
+            batch_id=self.batch_id,
+            sync_mode=self.sync_mode,
+            sync_start_date=self.sync_start_date,
+            metadata=dict(self.metadata),
+        ).activate()
+
+    def __repr__(self) -> str:
+        return f"<Run {self.script_name} {self.id} {self.status}>"
+
+
+def _number(name: str, value: Any) -> int | Decimal | None:
+    if value is None:
+        return None
+    if name == "api_cost":
+        return Decimal(str(value))
+    return int(value)
+
+
+def _error_text(error: BaseException) -> str:
+    text = _jsonsafe.safe_str(error)
+    name = type(error).__qualname__
+    return f"{name}: {text}" if text else name
+
+
+def log_exception(run: Run, exc: BaseException) -> None:
+    """Write the ERROR row of an exception that ended ``run`` (once per exception)."""
+    if getattr(exc, "__supabase_log_handler_logged__", False):
+        return
+    with contextlib.suppress(Exception):
+        exc.__supabase_log_handler_logged__ = True  # type: ignore[attr-defined]
+    record = logging.LogRecord(
+        name="supabase_log_handler.run", level=logging.ERROR, pathname=__file__, lineno=0,
+        msg=f"{run.script_name} failed: {_error_text(exc)}", args=None,
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    record.run_id = run.id
+    record.step = ERROR
+    record.meta = {"failed_step": run.failed_step or context.current_step(run)}
+    for listener in list(_listeners):
+        listener.handle_direct(record)
+
+
+def start_run(
+    script_name: str,
+    *,
+    triggered_by: str | None = None,
+    batch_id: str | None = None,
+    sync_mode: str | None = None,
+    sync_start_date: dt.datetime | dt.date | str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Run:
+    """Open a run now and make it current; use it with ``with``, as a decorator, or call ``finish()``."""
+    if not _listeners:
+        from .handler import install
+
+        install()
+    return Run(
+        script_name,
+        triggered_by=triggered_by,
+        batch_id=batch_id,
+        sync_mode=sync_mode,
+        sync_start_date=sync_start_date,
+        metadata=metadata,
+    ).activate()
+
+
+class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A LoggerAdapter that carries ``run_id`` and ``step``, and takes ``meta=``.
+
+    ``log = run.logger(__name__)``; ``log.step("SAVE").info("saved %d", n, meta={"n": n})``.
+    """
+
+    def __init__(self, logger: logging.Logger, run: Run, *, step: str | None = None) -> None:
+        super().__init__(logger, {})
+        self.run = run
+        self._step = step
+
+    def step(self, name: str) -> RunLogger:
+        """The same logger with another step."""
+        return RunLogger(self.logger, self.run, step=name)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        meta = kwargs.pop("meta", None)
+        step = kwargs.pop("step", None) or self._step
+        extra = dict(kwargs.get("extra") or {})
+        extra.setdefault("run_id", self.run.id)
+        if step is not None:
+            extra.setdefault("step", step)
+        if meta is not None:
+            extra["meta"] = {**extra.get("meta", {}), **meta} if isinstance(extra.get("meta"), dict) else meta
+        kwargs["extra"] = extra
+        return msg, kwargs
+
+
+def joined_run_from_env() -> Run | None:
+    """The run a parent process handed down through ``SUPABASE_LOG_RUN_ID``, if any."""
+    run_id = os.environ.get(ENV_RUN_ID)
+    if not run_id:
+        return None
+    existing = context.lookup(run_id)
+    if existing is not None:
+        return existing
+    run = Run(os.environ.get(ENV_RUN_SCRIPT) or "unknown", run_id=run_id, owned=False)
+    context.register(run)
+    context.claim_process_run(run)
+    return run
+
+
+def exception_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -1,0 +1,200 @@
+"""The local embedded store: the same ``runs`` and ``logs`` tables in a SQLite file.
+
+It is where rows go when no Supabase URL is configured, so a job runs and is
+recorded on a laptop with nothing set up; the terminal views read it the same
+way as Supabase, and ``supabase-log push`` uploads it later (ids make that
+idempotent). JSON columns are stored as text and parsed back on read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError, TransientError
+from . import Filter
+
+RUN_COLUMNS = (
+    "id", "batch_id", "script_name", "triggered_by", "started_at", "finished_at", "duration_ms",
+    "status", "error_message", "records_fetched", "records_inserted", "records_updated",
+    "records_failed", "sync_mode", "sync_start_date", "sync_end_date", "calls_analyzed",
+    "api_cost", "metadata",
+)
+LOG_COLUMNS = ("id", "run_id", "timestamp", "level", "step", "message", "meta")
+JSON_COLUMNS = {"meta", "metadata"}
+_DDL = """
+create table if not exists {runs} (
+  id text primary key,
+  batch_id text,
+  script_name text not null,
+  triggered_by text default 'manual',
+  started_at text,
+  finished_at text,
+  duration_ms integer,
+  status text not null check (status in ('running', 'success', 'error')),
+  error_message text,
+  records_fetched integer,
+  records_inserted integer,
+  records_updated integer,
+  records_failed integer,
+  sync_mode text,
+  sync_start_date text,
+  sync_end_date text,
+  calls_analyzed integer,
+  api_cost real,
+  metadata text default '{{}}',
+  pushed integer not null default 0
+);
+create table if not exists {logs} (
+  id text primary key,
+  run_id text not null references {runs} (id) on delete cascade,
+  timestamp text not null,
+  level text not null check (level in ('INFO', 'ERROR', 'WARNING', 'DEBUG')),
+  step text not null,
+  message text not null,
+  meta text default '{{}}',
+  pushed integer not null default 0
+);
+create index if not exists {runs}_started_at on {runs} (started_at desc);
+create index if not exists {logs}_run_id on {logs} (run_id, timestamp);
+create index if not exists {logs}_timestamp on {logs} (timestamp desc);
+"""
+_OPS = {"eq": "=", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+class LocalSink:
+    """SQLite store with the Supabase tables' shape; one connection per thread."""
+
+    name = "local"
+
+    def __init__(self, path: str | os.PathLike[str], *, runs_table: str = "runs", logs_table: str = "logs") -> None:
+        self.path = Path(path)
+        self.runs_table = runs_table
+        self.logs_table = logs_table
+        self._local = threading.local()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=2.0, isolation_level=None)
+            conn.execute("pragma journal_mode=wal")
+            conn.execute("pragma synchronous=normal")
+            conn.executescript(_DDL.format(runs=self.runs_table, logs=self.logs_table))
+            self._local.conn = conn
+        return conn
+
+    def _write(self, sql: str, params: list[tuple[Any, ...]]) -> None:
+        conn = self._conn()
+        try:
+            conn.execute("begin immediate")
+            conn.executemany(sql, params)
+            conn.execute("commit")
+        except sqlite3.IntegrityError as exc:
+            conn.execute("rollback")
+            raise DataError(str(exc), code="sqlite-constraint") from exc
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("rollback")
+            raise TransientError(str(exc), code="sqlite-busy") from exc
+
+    @staticmethod
+    def _values(row: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
+        return tuple(
+            json.dumps(row.get(c), ensure_ascii=False) if c in JSON_COLUMNS and row.get(c) is not None else row.get(c)
+            for c in columns
+        )
+
+    def insert_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        cols = ", ".join(LOG_COLUMNS)
+        marks = ", ".join("?" for _ in LOG_COLUMNS)
+        self._write(
+            f"insert or ignore into {table} ({cols}) values ({marks})",
+            [self._values(r, LOG_COLUMNS) for r in rows],
+        )
+
+    def upsert_run(self, table: str, row: dict[str, Any], *, final: bool) -> None:
+        columns = tuple(c for c in RUN_COLUMNS if c in row)
+        cols = ", ".join(columns)
+        marks = ", ".join("?" for _ in columns)
+        if final:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
+            sql = f"insert into {table} ({cols}) values ({marks}) on conflict (id) do update set {updates}, pushed = 0"
+        else:
+            sql = f"insert or ignore into {table} ({cols}) values ({marks})"
+        self._write(sql, [self._values(row, columns)])
+
+    def select(
+        self,
+        table: str,
+        *,
+        filters: list[Filter] | None = None,
+        order: list[tuple[str, bool]] | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        where, params = [], []
+        for column, op, value in filters or []:
+            _check_identifier(column)
+            if op == "in":
+                values = list(value)
+                where.append(f"{column} in ({', '.join('?' for _ in values)})" if values else "0")
+                params.extend(values)
+            else:
+                where.append(f"{column} {_OPS[op]} ?")
+                params.append(value)
+        sql = f"select * from {table}"
+        if where:
+            sql += " where " + " and ".join(where)
+        if order:
+            for column, _ in order:
+                _check_identifier(column)
+            sql += " order by " + ", ".join(f"{c} {'desc' if d else 'asc'}" for c, d in order)
+        if limit is not None:
+            sql += f" limit {int(limit)}"
+        cur = self._conn().execute(sql, params)
+        names = [d[0] for d in cur.description]
+        out = []
+        for values in cur.fetchall():
+            row = dict(zip(names, values))
+            row.pop("pushed", None)
+            for c in JSON_COLUMNS & row.keys():
+                if isinstance(row[c], str):
+                    row[c] = json.loads(row[c])
+            out.append(row)
+        return out
+
+    # -- push support ------------------------------------------------------------------
+    def unpushed(self, table: str, limit: int) -> list[dict[str, Any]]:
+        """Rows not yet uploaded, oldest first."""
+        key = "started_at" if table == self.runs_table else "timestamp"
+        cur = self._conn().execute(f"select * from {table} where pushed = 0 order by {key}, id limit ?", (limit,))
+        names = [d[0] for d in cur.description]
+        rows = []
+        for values in cur.fetchall():
+            row = dict(zip(names, values))
+            row.pop("pushed", None)
+            for c in JSON_COLUMNS & row.keys():
+                if isinstance(row[c], str):
+                    row[c] = json.loads(row[c])
+            rows.append(row)
+        return rows
+
+    def mark_pushed(self, table: str, ids: list[str]) -> None:
+        self._conn().executemany(f"update {table} set pushed = 1 where id = ?", [(i,) for i in ids])
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+def _check_identifier(name: str) -> None:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a column name: {name!r}")

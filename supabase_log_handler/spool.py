@@ -1,0 +1,240 @@
+"""The durable spool: a SQLite file (WAL) of everything not yet delivered.
+
+What the sender cannot deliver (backend down, retries exhausted, exit deadline)
+is written here with its row ids, and replayed oldest first when the backend
+answers again, by this process or by any later one using the same file. Rows the
+database refused for good stay here as dead letters, with the server's error.
+
+Several processes may share one file. A process claims entries by writing its
+owner token and a lease; others skip them until the lease ends or the owner's
+pid is gone, so nothing is sent twice at once (and if it were, ids make the
+upsert a no-op). With ``durability="disk"`` the worker writes every batch here
+before sending and deletes it after, so a killed process loses nothing the
+worker had taken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+KINDS = ("run_open", "log", "run_final")
+_SCHEMA = """
+create table if not exists entries (
+  seq integer primary key autoincrement,
+  kind text not null,
+  target text not null,
+  row_id text not null,
+  payload text not null,
+  state text not null default 'pending',
+  owner text,
+  owner_pid integer,
+  lease_until real not null default 0,
+  error_code text,
+  error text,
+  created real not null
+);
+create unique index if not exists entries_kind_row on entries (kind, row_id);
+create index if not exists entries_pending on entries (state, seq);
+"""
+_BUSY_TIMEOUT_S = 2.0
+FOREVER = 1e18
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One spooled thing: a log row, or a run's open or final state."""
+
+    kind: str  # run_open | log | run_final
+    target: str  # table name
+    row: dict[str, Any]
+    seq: int = 0
+
+
+def pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class SpoolFullError(Exception):
+    """The spool reached ``max_bytes``."""
+
+
+class Spool:
+    """Thread-safe access to one spool file; one SQLite connection per thread."""
+
+    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.owner_pid = os.getpid()
+        self._local = threading.local()
+        self._ready = False
+        self._ready_lock = threading.Lock()
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+            conn.execute("pragma journal_mode=wal")
+            conn.execute("pragma synchronous=normal")
+            with self._ready_lock:
+                if not self._ready:
+                    conn.executescript(_SCHEMA)
+                    self._ready = True
+            self._local.conn = conn
+        return conn
+
+    def size_bytes(self) -> int:
+        conn = self._conn()
+        pages = conn.execute("pragma page_count").fetchone()[0]
+        page_size = conn.execute("pragma page_size").fetchone()[0]
+        free = conn.execute("pragma freelist_count").fetchone()[0]
+        return int((pages - free) * page_size)
+
+    # -- writing -----------------------------------------------------------------------
+    def add(self, entries: Sequence[Entry], *, leased: bool = False) -> list[int]:
+        """Store entries (ignoring ones already stored); returns their sequence numbers.
+
+        ``leased`` keeps them owned by this process (write-ahead of a send in flight).
+        Raises SpoolFullError when the file is at its size cap.
+        """
+        if not entries:
+            return []
+        if self.size_bytes() >= self.max_bytes:
+            raise SpoolFullError(f"spool {self.path} is full ({self.max_bytes} bytes)")
+        now = time.time()
+        owner, pid, lease = (self.owner, self.owner_pid, FOREVER) if leased else (None, None, 0.0)
+        conn = self._conn()
+        seqs: list[int] = []
+        conn.execute("begin immediate")
+        try:
+            for e in entries:
+                row_id = str(e.row.get("id"))
+                payload = json.dumps(e.row, ensure_ascii=False, allow_nan=False)
+                verb = "insert or replace" if e.kind == "run_final" else "insert or ignore"
+                cur = conn.execute(
+                    f"{verb} into entries (kind, target, row_id, payload, owner, owner_pid,"
+                    " lease_until, created) values (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (e.kind, e.target, row_id, payload, owner, pid, lease, now),
+                )
+                if cur.rowcount:
+                    seqs.append(int(cur.lastrowid or 0))
+                else:  # already there: report its seq so the caller can ack it
+                    found = conn.execute(
+                        "select seq from entries where kind = ? and row_id = ?", (e.kind, row_id)
+                    ).fetchone()
+                    if found:
+                        seqs.append(int(found[0]))
+            conn.execute("commit")
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        return seqs
+
+    def ack(self, seqs: Iterable[int]) -> None:
+        """Forget delivered entries."""
+        ids = [(s,) for s in seqs]
+        if ids:
+            self._conn().executemany("delete from entries where seq = ? and state = 'pending'", ids)
+
+    def release(self, seqs: Iterable[int]) -> None:
+        """Give claimed entries back, to be replayed later."""
+        ids = [(s,) for s in seqs]
+        if ids:
+            self._conn().executemany(
+                "update entries set owner = null, owner_pid = null, lease_until = 0 where seq = ?",
+                ids,
+            )
+
+    def dead_letter(self, seq: int, code: str | None, error: str) -> None:
+        """Keep a refused entry for inspection; it is never replayed."""
+        self._conn().execute(
+            "update entries set state = 'dead', error_code = ?, error = ?, owner = null,"
+            " lease_until = 0 where seq = ?",
+            (code, error[:2000], seq),
+        )
+
+    # -- replay ------------------------------------------------------------------------
+    def claim(self, limit: int, lease_s: float) -> list[Entry]:
+        """Lease up to ``limit`` pending entries, oldest first, that nobody alive holds."""
+        conn = self._conn()
+        now = time.time()
+        conn.execute("begin immediate")
+        try:
+            rows = conn.execute(
+                "select seq, kind, target, payload, owner, owner_pid, lease_until from entries"
+                " where state = 'pending' and (owner is null or owner != ?)"
+                " order by seq limit ?",
+                (self.owner, limit * 4),
+            ).fetchall()
+            alive: dict[int, bool] = {}
+            chosen: list[tuple[int, str, str, str]] = []
+            for seq, kind, target, payload, owner, owner_pid, lease_until in rows:
+                if owner is not None and lease_until > now:
+                    pid = int(owner_pid or 0)
+                    if pid not in alive:
+                        alive[pid] = pid_alive(pid) and pid != os.getpid()
+                    if alive[pid]:
+                        continue
+                chosen.append((seq, kind, target, payload))
+                if len(chosen) >= limit:
+                    break
+            conn.executemany(
+                "update entries set owner = ?, owner_pid = ?, lease_until = ? where seq = ?",
+                [(self.owner, self.owner_pid, now + lease_s, c[0]) for c in chosen],
+            )
+            conn.execute("commit")
+        except BaseException:
+            conn.execute("rollback")
+            raise
+        return [Entry(kind, target, json.loads(payload), seq) for seq, kind, target, payload in chosen]
+
+    def find_run(self, run_id: str) -> dict[str, Any] | None:
+        """The newest spooled state of a run (final before open), if any."""
+        found = self._conn().execute(
+            "select payload from entries where row_id = ? and kind in ('run_final', 'run_open')"
+            " order by kind = 'run_final' desc, seq desc limit 1",
+            (run_id,),
+        ).fetchone()
+        return json.loads(found[0]) if found else None
+
+    def pending(self) -> int:
+        """Entries waiting to be delivered (by anyone)."""
+        return int(self._conn().execute("select count(*) from entries where state = 'pending'").fetchone()[0])
+
+    def dead(self) -> list[dict[str, Any]]:
+        """Dead letters, oldest first."""
+        rows = self._conn().execute(
+            "select seq, kind, target, payload, error_code, error, created from entries"
+            " where state = 'dead' order by seq"
+        ).fetchall()
+        return [
+            {"seq": s, "kind": k, "target": t, "row": json.loads(p), "error_code": c, "error": e, "created": cr}
+            for s, k, t, p, c, e, cr in rows
+        ]
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            finally:
+                self._local.conn = None

@@ -1,0 +1,109 @@
+"""Shared fixtures: the real stack (``stack/``) plus handler and subprocess helpers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stack.fixtures import *  # noqa: F403 - the stack's fixtures
+from stack.gateway import Gateway
+from supabase_log_handler import SupabaseHandler, context, lifecycle
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+
+
+@pytest.fixture(autouse=True)
+def _clean_logging_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with the root logger, runs and env as they were; handlers are closed."""
+    for var in list(os.environ):
+        if var.startswith(("SUPABASE_", "GITHUB_")) or var in ("CI", "DEBUG"):
+            monkeypatch.delenv(var, raising=False)
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for h in list(root.handlers):
+        if h not in handlers:
+            root.removeHandler(h)
+            h.close()
+    for h in lifecycle.live_handlers():
+        h.close(1.0)
+    root.setLevel(level)
+    context._process_run = None
+    context._registry.clear()
+    lifecycle._implicit = None
+
+
+@pytest.fixture
+def make_handler(gateway: Gateway, tmp_path: Path) -> Callable[..., SupabaseHandler]:
+    """Factory for a SupabaseHandler on the session gateway, with a private spool."""
+
+    def factory(gw: Gateway | None = None, **settings: Any) -> SupabaseHandler:
+        target = gw or gateway
+        settings.setdefault("url", target.url)
+        settings.setdefault("key", target.service_key)
+        settings.setdefault("spool_path", str(tmp_path / "spool.sqlite3"))
+        settings.setdefault("install_signal_handlers", False)
+        settings.setdefault("capture_uncaught", False)
+        settings.setdefault("flush_interval_s", 0.2)
+        return SupabaseHandler(**settings)
+
+    return factory
+
+
+@pytest.fixture
+def attach() -> Callable[..., logging.Logger]:
+    """Attach a handler to a fresh, non-propagating logger and return the logger."""
+    created: list[logging.Logger] = []
+
+    def factory(handler: logging.Handler, name: str = "job", level: int = logging.DEBUG) -> logging.Logger:
+        logger = logging.getLogger(f"test.{name}.{len(created)}.{id(handler)}")
+        logger.handlers = [handler]
+        logger.propagate = False
+        logger.setLevel(level)
+        created.append(logger)
+        return logger
+
+    yield factory
+    for logger in created:
+        logger.handlers = []
+
+
+def run_script(
+    source: str,
+    env: dict[str, str] | None = None,
+    *,
+    timeout_s: float = 120,
+    cwd: Path | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run Python ``source`` in a fresh interpreter with the project importable."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SCRIPTS), full_env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(source)],
+        env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"script failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def last_json_line(text: str) -> Any:
+    """The last line of ``text`` that parses as JSON (scripts report through stdout)."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    raise AssertionError(f"no JSON line in output:\n{text}")
