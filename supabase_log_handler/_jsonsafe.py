@@ -20,6 +20,7 @@ from pathlib import PurePath
 from typing import Any
 
 MAX_DEPTH = 8
+_MAX_INT_BITS = 13_000  # about 3900 decimal digits
 MAX_ITEMS = 1000
 
 _PRIMITIVE = (str, int, float, bool, type(None))
@@ -66,8 +67,10 @@ def _float(value: float) -> float | str:
 
 
 def _decimal(value: decimal.Decimal) -> float | str:
+    if value.is_nan():
+        return "NaN"
     if not value.is_finite():
-        return _float(float(value))
+        return "Infinity" if value > 0 else "-Infinity"
     as_float = float(value)
     # Keep it a JSON number when that loses nothing; otherwise keep every digit as text.
     if decimal.Decimal(repr(as_float)) == value:
@@ -85,12 +88,24 @@ def to_jsonable(value: Any, *, max_depth: int = MAX_DEPTH, max_items: int = MAX_
         return safe_repr(value)
 
 
+def _convert_one(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
+    """One member of a container: a failure replaces this value only, not its siblings."""
+    try:
+        return _convert(value, depth, max_items, seen)
+    except RecursionError:
+        return "<max depth>"
+    except Exception:
+        return safe_repr(value)
+
+
 def _convert(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
     if isinstance(value, str):
         return clean_text(value)
     if value is None or isinstance(value, (bool, int)):
         if isinstance(value, enum.Enum):
             return _convert(value.value, depth, max_items, seen)
+        if type(value) is not bool and value is not None and value.bit_length() > _MAX_INT_BITS:
+            return f"<int of {value.bit_length()} bits>"  # JSON cannot carry it (CPython's 4300-digit limit)
         return value
     if isinstance(value, float):
         return _float(value)
@@ -122,7 +137,7 @@ def _convert(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
                     out["<truncated>"] = f"{len(value) - max_items} more items"
                     break
                 key = clean_text(k) if isinstance(k, str) else safe_str(k)
-                out[key] = _convert(v, depth - 1, max_items, seen)
+                out[key] = _convert_one(v, depth - 1, max_items, seen)
             return out
         finally:
             seen.discard(marker)
@@ -140,7 +155,7 @@ def _convert(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
                 if i >= max_items:
                     out_list.append(f"<{len(value) - max_items} more items>")
                     break
-                out_list.append(_convert(item, depth - 1, max_items, seen))
+                out_list.append(_convert_one(item, depth - 1, max_items, seen))
             return out_list
         finally:
             seen.discard(marker)
@@ -148,7 +163,7 @@ def _convert(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
         seen.add(marker)
         try:
             return {
-                f.name: _convert(getattr(value, f.name, None), depth - 1, max_items, seen)
+                f.name: _convert_one(getattr(value, f.name, None), depth - 1, max_items, seen)
                 for f in dataclasses.fields(value)
             }
         finally:

@@ -34,27 +34,44 @@ _KEY_WORDS = (
     r"password|passwd|pwd|passphrase|secret|token|api[_-]?key|apikey|authorization|cookie"
     r"|access[_-]?token|refresh[_-]?token|client[_-]?secret|private[_-]?key|service[_-]?role[_-]?key"
 )
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+def _mask_value(match: re.Match[str]) -> str:
+    prefix, value = match.group(1), match.group(0)[len(match.group(1)) :]
+    quote = value[0] if value[:1] in ("'", '"') else ""
+    return f"{prefix}{quote}{MASK}{quote}"
+
+
+_PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
     # JSON web tokens: header.payload.signature, both first parts base64url of "{".
     (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), MASK),
     (re.compile(r"\bsb_secret_[A-Za-z0-9_-]{6,}"), MASK),
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), MASK),
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + MASK),
-    # key=value, key: value, "key": "value", 'key': 'value'
+    # key=value, key: value, "key": "value", 'key': 'value' (a quoted value is masked whole)
     (
         re.compile(
-            r"(?i)([\"']?\b(?:[a-z0-9]+[_-])*(?:" + _KEY_WORDS + r")\b[\"']?\s*[:=]\s*)([\"']?)"
-            r"(?!\[REDACTED\])[^\s\"',;&}\]]+"
+            r"(?i)([\"']?\b(?:[a-z0-9]+[_-])*(?:" + _KEY_WORDS + r")\b[\"']?\s*[:=]\s*)"
+            r"(?:\"[^\"]*\"|'[^']*'|(?!\[REDACTED\])[^\s\"',;&}\]]+)"
         ),
-        r"\1\2" + MASK,
+        _mask_value,
     ),
     # scheme://user:password@host
     (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@\s/]+(@)", re.IGNORECASE), r"\1" + MASK + r"\2"),
 )
 
 
+# One cheap search decides whether the full patterns need to run at all.
+_MAYBE_SECRET = re.compile(
+    r"eyJ|sb_secret_|sk-|bearer|basic |://|pass|pwd|secret|token|api[_-]?key|authoriz|cookie|private",
+    re.IGNORECASE,
+)
+
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
 def _normalise(key: str) -> str:
-    return key.strip().lower().replace("-", "_").replace(" ", "_")
+    """``accessToken``, ``Access-Token`` and ``access token`` all become ``access_token``."""
+    return _CAMEL.sub("_", key.strip()).lower().replace("-", "_").replace(" ", "_")
 
 
 class Redactor:
@@ -86,6 +103,8 @@ class Redactor:
         for literal in self._literals:
             if literal in text:
                 text = text.replace(literal, MASK)
+        if _MAYBE_SECRET.search(text) is None:
+            return text
         for pattern, replacement in _PATTERNS:
             text = pattern.sub(replacement, text)
         return text

@@ -197,8 +197,14 @@ def _coerce(name: str, raw: Any) -> Any:
     try:
         if isinstance(raw, bool):
             raise ValueError
-        value = int(raw) if spec.kind == "int" else float(raw)
-    except (TypeError, ValueError):
+        if spec.kind == "int":
+            as_float = float(raw)
+            if as_float != int(as_float):
+                raise ValueError  # 4.5 rows is a mistake, not 4
+            value: float = int(as_float)
+        else:
+            value = float(raw)
+    except (TypeError, ValueError, OverflowError):
         raise ConfigurationError(
             f"{_describe(name)} must be a {'whole ' if spec.kind == 'int' else ''}number, got {raw!r}"
         ) from None
@@ -234,9 +240,9 @@ def load_settings(
     for name, spec in FIELDS.items():
         if explicit.get(name) is not None:
             raw = explicit[name]
-        elif spec.env in environ:
+        elif environ.get(spec.env, "").strip():  # an empty variable means "not set"
             raw = environ[spec.env]
-        elif spec.env in dotenv:
+        elif dotenv.get(spec.env, "").strip():
             raw = dotenv[spec.env]
         else:
             values[name] = spec.default
@@ -261,8 +267,11 @@ def _check(s: Settings) -> None:
         return
     assert s.url is not None
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", s.url):
+        from ._redact import Redactor
+
+        shown = Redactor(literals=[s.key]).text(s.url)  # a key pasted as the URL must not be echoed
         raise ConfigurationError(
-            f"{_describe('url')} must look like https://<project>.supabase.co, got {s.url!r}"
+            f"{_describe('url')} must look like https://<project>.supabase.co, got {shown!r}"
         )
     if not s.key:
         raise ConfigurationError(

@@ -22,11 +22,13 @@ from ._redact import Redactor
 from .config import FIELDS, Settings, default_script_name, load_settings
 from .diagnostics import Diagnostics
 from .pipeline import Pipeline
-from .rows import Snapshot, format_exception, snapshot_extras
+from .rows import format_exception, snapshot_extras
 
 _get_ident = threading.get_ident
 _getpid = os.getpid
 _ERROR = logging.ERROR
+_WARNING = logging.WARNING
+ROW_OVERHEAD_BYTES = 512  # measured: a queued row costs about this much besides its message
 
 
 def _default_level() -> int:
@@ -77,6 +79,10 @@ class SupabaseHandler(logging.Handler):
                 return
             if not pipeline.started:
                 self._start()
+            levelno = record.levelno
+            if levelno < _WARNING and pipeline.queue.full() and self.settings.overflow == "shed":
+                pipeline.queue.count_dropped(levelno)  # it would be shed anyway: skip the work
+                return
             d = record.__dict__
             run_id = d.get("run_id")
             step = d.get("step")
@@ -89,19 +95,23 @@ class SupabaseHandler(logging.Handler):
                     step = context.current_step(run)
                 if run is not self._announced:
                     self._announce(run)
-            message = self.format(record) if self.formatter is not None else record.getMessage()
+            try:
+                message = self.format(record) if self.formatter is not None else record.getMessage()
+            except Exception as exc:  # "%d" with a str, a __str__ that raises...: keep the row
+                message = _unformattable(record, exc)
             exc = format_exception(record) if (record.exc_info or record.stack_info) else None
-            levelno = record.levelno
-            snap = Snapshot(
-                record.created, levelno, record.levelname, message, name, record.pathname,
+            # A flat plain tuple, not a Snapshot: the garbage collector stops tracking tuples
+            # of plain values, so a long queue costs no collection time (the worker names the fields).
+            snap = (
+                "log", record.created, levelno, record.levelname, message, name, record.pathname,
                 record.lineno, record.funcName, record.threadName, record.process, exc,
                 str(run_id), None if step is None else str(step), snapshot_extras(record),
             )
-            size = len(message) + 300 + (len(exc[2]) if exc else 0)
+            size = len(message) + ROW_OVERHEAD_BYTES + (len(exc[2]) if exc else 0)
             queue = pipeline.queue
             if self.settings.overflow == "block" and queue.pressure() >= 1.0:
                 queue.wait_for_space(self.settings.block_timeout_s)
-            queue.put(("log", snap), size, levelno)
+            queue.put(snap, size, levelno)
             worker = pipeline.worker
             if levelno >= _ERROR:
                 worker.hurry = True
@@ -205,6 +215,12 @@ class SupabaseHandler(logging.Handler):
     def __repr__(self) -> str:
         target = self.settings.url or f"local:{self.settings.resolved_local_path}"
         return f"<SupabaseHandler {target} ({logging.getLevelName(self.level)})>"
+
+
+def _unformattable(record: logging.LogRecord, exc: Exception) -> str:
+    from ._jsonsafe import safe_repr, safe_str
+
+    return f"{safe_str(record.msg)} [message formatting failed: {safe_repr(exc)}; args: {safe_repr(record.args)}]"
 
 
 def install(level: int | str = logging.INFO, *, console: bool = True, **settings: Any) -> SupabaseHandler:

@@ -78,15 +78,32 @@ def finish_open_runs(error: BaseException | str | None) -> None:
             run.finish(error=error) if error is not None else run.finish("success")
 
 
+_drain_owner: int | None = None  # thread draining right now
+_drain_finished = threading.Event()
+_drain_finished.set()
+_sigterm_pending = False  # SIGTERM arrived on top of a drain: re-raise it when the drain ends
+_drain_budget_s = 0.0
+
+
 def drain_all(deadline_s: float | None = None) -> None:
     """Close every live handler, sharing one deadline."""
+    global _drain_owner, _drain_budget_s
     handlers = live_handlers()
     if not handlers:
         return
     budget = deadline_s if deadline_s is not None else max(h.settings.shutdown_timeout_s for h in handlers)
+    _drain_budget_s = budget
     deadline = time.monotonic() + budget
-    for h in handlers:
-        h.close(max(deadline - time.monotonic(), 0.05))
+    _drain_owner = threading.get_ident()
+    _drain_finished.clear()
+    try:
+        for h in handlers:
+            h.close(max(deadline - time.monotonic(), 0.05))
+    finally:
+        _drain_owner = None
+        _drain_finished.set()
+        if _sigterm_pending and threading.current_thread() is threading.main_thread():
+            _die_by_sigterm()
 
 
 def _at_exit() -> None:
@@ -162,8 +179,21 @@ def _install_sigterm() -> None:
         pass
 
 
+_terminating = False
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _terminating, _sigterm_pending
+    if _terminating:  # a second SIGTERM (multiprocessing sends several) must not cut the drain short
+        return
     previous = _previous_sigterm
+    if _drain_owner == threading.get_ident() and not callable(previous):
+        # We interrupted this thread's own exit drain: let it finish, then die as asked.
+        _sigterm_pending = previous != signal.SIG_IGN
+        return
+    _terminating = True
+    if _drain_owner is not None:  # another thread is draining: let it finish first
+        _drain_finished.wait(_drain_budget_s + 1.0)
     try:
         finish_open_runs("terminated by SIGTERM")
         if callable(previous):
@@ -174,12 +204,19 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     except Exception:
         pass
     if callable(previous):
+        _terminating = False
         previous(signum, frame)
     elif previous == signal.SIG_IGN:
+        _terminating = False
         return
     else:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
+        _die_by_sigterm()
+
+
+def _die_by_sigterm() -> None:
+    """End the process the way the default SIGTERM action would."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 # -- multiprocessing ---------------------------------------------------------------------
@@ -206,8 +243,13 @@ def _child_started(_: object) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _lock, _signal_installed
+    global _lock, _terminating, _sigterm_pending, _drain_owner, _drain_finished
     _lock = threading.RLock()
+    _terminating = False
+    _sigterm_pending = False
+    _drain_owner = None
+    _drain_finished = threading.Event()
+    _drain_finished.set()
     # Signal handlers are inherited; hooks are inherited; nothing to install again.
 
 

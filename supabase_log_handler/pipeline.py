@@ -67,6 +67,7 @@ class Pipeline:
         self.breaker = Breaker(probe_interval_s=s.probe_interval_s)
         self.sender = Sender(
             sink_factory=lambda: self.sink_factory(),
+            build_logs=lambda raw: self.worker.build_logs(raw),
             spool=self.spool,
             record_queue=self.queue,
             breaker=self.breaker,
@@ -75,7 +76,7 @@ class Pipeline:
             runs_table=s.runs_table,
             retry_deadline_s=s.retry_deadline_s,
             retry_max_wait_s=s.retry_max_wait_s,
-            replay_rows=s.max_batch_rows,
+            replay_rows=min(s.max_batch_rows, 100),  # small: decoded rows die young (see park_batch)
             lease_s=3 * s.request_timeout_s + s.retry_deadline_s,
         )
         self.worker = Worker(
@@ -142,9 +143,24 @@ class Pipeline:
         target = self.queue.last_seq()
         if threading.get_ident() in self.thread_ids or not self.alive():
             return self._flush_inline(target, timeout_s)
+        deadline = time.monotonic() + timeout_s
         self.worker.hurry = True
         self.worker.wake.set()
-        return self.queue.wait_done(target, timeout_s)
+        done = self.queue.wait_done(target, timeout_s)
+        if done and self.spool is not None and self.sender.spool_dirty:
+            self._replay_now(deadline)
+        return done
+
+    def _replay_now(self, deadline: float) -> None:
+        """Have the sender try the spool now (the backend may be back), within the deadline."""
+        sender = self.sender
+        while sender.spool_dirty and time.monotonic() < deadline:
+            start = sender.request_replay()
+            with sender.replay_round:
+                while sender.replay_rounds <= start and time.monotonic() < deadline:
+                    sender.replay_round.wait(min(deadline - time.monotonic(), 0.5))
+            if self.breaker.is_open:
+                return  # still down: the rows stay safely in the spool
 
     def _flush_inline(self, target: int, timeout_s: float) -> bool:
         """Do the worker's and sender's job on this thread, within the deadline."""
@@ -192,13 +208,19 @@ class Pipeline:
     def _spool_leftovers(self) -> None:
         """Last resort at the deadline: everything still in memory goes to the spool."""
         if self.spool is None:
+            n = self.queue.rows + sum(
+                h.rows for h in (self.sender.inflight, self.worker.current) if h is not None
+            )
+            self.stats.add("lost", n)
+            self.diag.report("lost", f"{n} rows lost at exit: the backend did not answer in time and the spool is disabled")
             return
         entries: list[Entry] = []
         for holder in (self.sender.inflight, self.worker.current):
             if holder is not None:
                 entries.extend(e for e in holder.entries if not e.seq)
+                entries.extend(self.worker.build_logs(list(holder.raw)))
         token, items = self.queue.take(10**9, 10**18)
-        entries.extend(self.worker._entries(items))
+        entries.extend(self.worker.entries_of(items))
         try:
             self.spool.add(entries)
             self.stats.add("spooled", len(entries))

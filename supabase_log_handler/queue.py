@@ -19,7 +19,9 @@ import time
 from collections import deque
 from typing import Any
 
-Item = tuple[int, int, int, Any]  # (seq, size_bytes, levelno, payload)
+# (seq, size_bytes, levelno, kind, *fields): one flat tuple, so that the garbage
+# collector stops tracking it at its first pass (it untracks one nesting level per pass).
+Item = tuple[Any, ...]
 CONTROL_LEVEL = 1_000  # sorts above every logging level: control items are never shed
 
 
@@ -43,24 +45,29 @@ class RecordQueue:
         self.dropped_unreported = 0
 
     # -- caller side -------------------------------------------------------------------
-    def put(self, payload: Any, size: int, levelno: int) -> bool:
-        """Add an item; False when there is no room (the item was dropped and counted)."""
+    def put(self, payload: tuple[Any, ...], size: int, levelno: int) -> bool:
+        """Add ``payload`` (``(kind, *fields)``); False when there is no room (dropped and counted)."""
         with self._lock:
             if len(self._low) + len(self._high) >= self.max_rows or self._bytes >= self.max_bytes:
                 if levelno < logging.WARNING or not self._low:
                     self._count_drop(levelno)
                     return False
-                _, old_size, old_level, _ = self._low.pop()  # evict the newest low item
+                old = self._low.pop()  # evict the newest low item
+                old_size, old_level = old[1], old[2]
                 self._bytes -= old_size
                 self._count_drop(old_level)
-            item = (next(self._seq), size, levelno, payload)
+            item = (next(self._seq), size, levelno, *payload)
             (self._high if levelno >= logging.WARNING else self._low).append(item)
             self._bytes += size
             return True
 
-    def put_control(self, payload: Any) -> None:
+    def full(self) -> bool:
+        """True when a low-level item would be dropped now (read without the lock: a hint)."""
+        return len(self._low) + len(self._high) >= self.max_rows or self._bytes >= self.max_bytes
+
+    def put_control(self, payload: tuple[Any, ...]) -> None:
         """Add a run control item; never refused, never shed, safe inside a signal handler."""
-        item = (next(self._seq), 64, CONTROL_LEVEL, payload)
+        item = (next(self._seq), 64, CONTROL_LEVEL, *payload)
         if self._lock.acquire(blocking=False):
             try:
                 self._high.append(item)
@@ -94,8 +101,14 @@ class RecordQueue:
         out: list[Item] = []
         nbytes = 0
         with self._lock:
-            while self._urgent:
-                self._high.append(self._urgent.popleft())
+            if self._urgent:  # items put from a signal handler: merge them in sequence order
+                merged: list[Item] = list(self._high)
+                while self._urgent:
+                    item = self._urgent.popleft()
+                    merged.append(item)
+                    self._bytes += item[1]
+                merged.sort(key=lambda i: i[0])
+                self._high = deque(merged)
             low, high = self._low, self._high
             while (low or high) and len(out) < max_rows and nbytes < max_bytes:
                 if high and (not low or high[0][0] < low[0][0]):

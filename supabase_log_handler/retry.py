@@ -82,7 +82,7 @@ def _backoff(factory: Any, max_wait_s: float) -> Any:
 class Breaker:
     """Open after a delivery fails for good; half-open when a probe is due."""
 
-    def __init__(self, *, probe_interval_s: float, max_probe_interval_s: float = 60.0) -> None:
+    def __init__(self, *, probe_interval_s: float, max_probe_interval_s: float = 30.0) -> None:
         self.base_interval_s = probe_interval_s
         self.max_interval_s = max(max_probe_interval_s, probe_interval_s)
         self._lock = threading.Lock()

@@ -123,7 +123,8 @@ class RowBuilder:
     def build(self, snap: Snapshot) -> dict[str, Any]:
         """The ``logs`` row for one snapshot; never raises."""
         truncated: list[str] = []
-        message = self._text(snap.message, self.max_message_chars, "message", truncated)
+        redact = self.redactor
+        message = self._text(snap.message, self.max_message_chars, "message", truncated, redact=True)
         meta: dict[str, Any] = {}
         step = snap.step
         if snap.extras:
@@ -138,63 +139,108 @@ class RowBuilder:
             elif user_meta is not None:
                 meta["meta"] = user_meta
             meta.update(extras)
-        for reserved in ("log", "exception", "level", "truncated"):
-            if reserved in meta:
-                meta[reserved + "_"] = meta.pop(reserved)
+            for reserved in ("log", "exception", "level", "truncated"):
+                if reserved in meta:
+                    meta[reserved + "_"] = meta.pop(reserved)
+            # User data: made JSON-safe and redacted. What follows comes from code, not data.
+            meta = redact.value(_jsonsafe.to_jsonable(meta))
+        clean = _jsonsafe.clean_text
         meta["log"] = {
-            "logger": snap.logger,
-            "file": snap.pathname,
+            "logger": clean(snap.logger),
+            "file": clean(snap.pathname),
             "line": snap.lineno,
-            "function": snap.func,
-            "thread": snap.thread,
+            "function": clean(snap.func) if snap.func else snap.func,
+            "thread": clean(snap.thread) if snap.thread else snap.thread,
             "process": snap.process,
         }
         if snap.exc is not None:
             etype, evalue, tb = snap.exc
             meta["exception"] = {
-                "type": etype,
-                "message": self._text(evalue, self.max_message_chars, "exception.message", truncated),
-                "traceback": self._text(tb, self.max_traceback_chars, "exception.traceback", truncated),
+                "type": clean(etype),
+                "message": self._text(evalue, self.max_message_chars, "exception.message", truncated, redact=True),
+                "traceback": self._text(tb, self.max_traceback_chars, "exception.traceback", truncated, redact=True),
             }
         level = map_level(snap.levelno)
         if _LEVEL_NAMES.get(snap.levelno) != level:
-            meta["level"] = {"name": _jsonsafe.clean_text(snap.levelname), "no": snap.levelno}
-        meta = self.redactor.value(_jsonsafe.to_jsonable(meta))
+            meta["level"] = {"name": clean(snap.levelname), "no": snap.levelno}
         if truncated:
             meta["truncated"] = truncated
-        meta = self._cap_meta(meta)
+        if snap.extras or snap.exc is not None:  # only then can meta be large
+            meta = self._cap_meta(meta)
         return {
             "id": new_id(),
             "run_id": snap.run_id,
             "timestamp": iso_timestamp(snap.created),
             "level": level,
-            "step": _jsonsafe.clean_text(step or self.default_step)[:200] or self.default_step,
-            "message": self.redactor.text(message),
+            "step": clean(step or self.default_step)[:200] or self.default_step,
+            "message": message,
             "meta": meta,
         }
 
-    def _text(self, text: str, limit: int, name: str, truncated: list[str]) -> str:
+    def _text(self, text: str, limit: int, name: str, truncated: list[str], *, redact: bool = False) -> str:
+        """Clean, (redact,) then cut ``text`` to ``limit`` characters, noting the cut.
+
+        Redaction comes before the cut, so a secret crossing the limit is masked
+        whole rather than half shown; text far past the limit is dropped first so
+        a huge message costs no regex time.
+        """
+        original = len(text)
+        if original > limit + _REDACT_MARGIN:
+            text = text[: limit + _REDACT_MARGIN]
         text = _jsonsafe.clean_text(text)
-        if len(text) > limit:
+        if redact:
+            text = self.redactor.text(text)
+        if len(text) > limit or original > limit + _REDACT_MARGIN:
             truncated.append(name)
-            return text[:limit] + f"... [truncated {len(text) - limit} chars]"
+            dropped = max(original - limit, len(text) - limit)
+            return text[:limit] + f"... [truncated {dropped} chars]"
         return text
 
     def _cap_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
-        encoded = json.dumps(meta, ensure_ascii=False)
-        if len(encoded) <= self.max_meta_bytes:
+        """Meta whose UTF-8 JSON fits ``max_meta_bytes``: if not, the user part becomes a cut text."""
+        cap = self.max_meta_bytes
+        if _json_bytes(meta) <= cap:
             return meta
-        keep = {k: meta[k] for k in ("log", "exception") if k in meta}
-        kept = json.dumps(keep, ensure_ascii=False)
-        room = max(self.max_meta_bytes - len(kept) - 200, 0)
-        keep["meta_text"] = encoded[:room]
+        keep: dict[str, Any] = {k: meta[k] for k in ("log", "exception", "level") if k in meta}
         keep["truncated"] = [*meta.get("truncated", []), "meta"]
+        text = json.dumps({k: v for k, v in meta.items() if k not in keep}, ensure_ascii=False)
+        exc = keep.get("exception")
+        while True:
+            room = cap - _json_bytes({**keep, "meta_text": ""})
+            if room >= 0 or not isinstance(exc, dict) or not exc.get("traceback"):
+                break
+            tb = str(exc["traceback"])  # even the traceback does not fit: keep its end
+            exc = {**exc, "traceback": "..." + tb[len(tb) // 2 :] if len(tb) > 64 else ""}
+            keep["exception"] = exc
+        keep["meta_text"] = _fit_text(text, max(room, 0))
         return keep
+
+
+_REDACT_MARGIN = 4096  # longest secret that is still masked whole where a message is cut
+
+
+def _json_bytes(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
+
+
+def _fit_text(text: str, room_bytes: int) -> str:
+    """The longest prefix of ``text`` whose JSON string encoding fits ``room_bytes``."""
+    encoded = lambda t: len(json.dumps(t, ensure_ascii=False).encode("utf-8")) - 2  # noqa: E731
+    if encoded(text) <= room_bytes:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:  # binary search on characters; escapes and UTF-8 make bytes uneven
+        mid = (lo + hi + 1) // 2
+        if encoded(text[:mid]) <= room_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo]
 
 
 def iso_timestamp(created: float) -> str:
     """ISO-8601 UTC with microseconds, as PostgreSQL's timestamptz reads it."""
-    return dt.datetime.fromtimestamp(created, _UTC).isoformat()
+    return dt.datetime.fromtimestamp(created, _UTC).isoformat(timespec="microseconds")
 
 
 def sanitise_row(row: dict[str, Any], max_chars: int = 10_000) -> dict[str, Any]:

@@ -31,16 +31,23 @@ from .stats import Stats
 
 @dataclass
 class Batch:
-    """Entries in stream order, and the queue chunks they came from."""
+    """What one request round carries, and the queue chunks it came from.
+
+    ``entries`` are ready rows (run states, and log rows already written ahead to
+    the spool); ``raw`` are log snapshots (plain tuples) whose rows are built only
+    just before sending, so that large batches hold nothing the garbage
+    collector has to walk.
+    """
 
     entries: list[Entry] = field(default_factory=list)
+    raw: list[tuple[Any, ...]] = field(default_factory=list)
     tokens: list[int] = field(default_factory=list)
     nbytes: int = 0
     started: float = field(default_factory=time.monotonic)
 
     @property
     def rows(self) -> int:
-        return len(self.entries)
+        return len(self.entries) + len(self.raw)
 
 
 class Sender:
@@ -50,6 +57,7 @@ class Sender:
         self,
         *,
         sink_factory: Callable[[], Sink],
+        build_logs: Callable[[list[tuple[Any, ...]]], list[Entry]],
         spool: Spool | None,
         record_queue: RecordQueue,
         breaker: Breaker,
@@ -62,6 +70,7 @@ class Sender:
         lease_s: float,
     ) -> None:
         self._sink_factory = sink_factory
+        self.build_logs = build_logs
         self._sink: Sink | None = None
         self.spool = spool
         self.queue = record_queue
@@ -80,6 +89,10 @@ class Sender:
         self.spool_dirty = spool is not None  # there may be something to replay
         self._ensured: set[str] = set()
         self._last_spool_check = 0.0
+        self._next_replay = 0.0
+        self.replay_requested = False  # flush(): try the spool now, whatever the breaker says
+        self.replay_round = threading.Condition()
+        self.replay_rounds = 0
 
     # -- thread ------------------------------------------------------------------------
     def run(self) -> None:
@@ -104,6 +117,10 @@ class Sender:
             pass
 
     def _idle_wait_s(self) -> float:
+        if self.replay_requested:
+            return 0.0
+        if self.spool_dirty and not self.breaker.is_open:
+            return min(max(self._next_replay - time.monotonic(), 0.01), 0.25)
         if self.breaker.is_open:
             return max(min(self.breaker.seconds_to_probe(), 1.0), 0.05)
         return 0.25 if self.spool_dirty else 1.0
@@ -115,10 +132,25 @@ class Sender:
         if not self.spool_dirty and now - self._last_spool_check > 30.0:
             self._last_spool_check = now
             self.spool_dirty = True  # other processes may have left rows for us
-        if self.breaker.is_open and not self.breaker.probe_due():
+        forced, self.replay_requested = self.replay_requested, False
+        if self.breaker.is_open and not self.breaker.probe_due() and not forced:
+            return
+        if not forced and now < self._next_replay:
             return
         if self.spool_dirty:
+            t0 = time.monotonic()
             self.replay_once()
+            # Background replay uses at most half of one core, so a backlog never slows the job.
+            self._next_replay = time.monotonic() + (time.monotonic() - t0)
+        with self.replay_round:
+            self.replay_rounds += 1
+            self.replay_round.notify_all()
+
+    def request_replay(self) -> int:
+        """Ask the thread to replay the spool now; returns the round to wait past."""
+        with self.replay_round:
+            self.replay_requested = True
+            return self.replay_rounds
 
     # -- delivery ----------------------------------------------------------------------
     @property
@@ -144,8 +176,9 @@ class Sender:
         self.inflight = batch
         try:
             if self.breaker.is_open and not self.breaker.probe_due() and self.spool is not None:
-                self._park(batch.entries, self.breaker.reason or "backend unavailable")
+                self.park_batch(batch, self.breaker.reason or "backend unavailable")
                 return
+            self.materialize(batch)
             leftovers, error = self.send(batch.entries)
             left = {id(e) for e in leftovers}
             self._ack([e for e in batch.entries if e.seq and id(e) not in left])
@@ -161,6 +194,13 @@ class Sender:
         finally:
             self.inflight = None
             self.queue.done(*batch.tokens)
+
+    def materialize(self, batch: Batch) -> list[Entry]:
+        """Build the rows of a batch's raw snapshots (ids are made here, once)."""
+        if batch.raw:
+            raw, batch.raw = batch.raw, []
+            batch.entries = batch.entries + self.build_logs(raw)
+        return batch.entries
 
     def send(self, entries: list[Entry]) -> tuple[list[Entry], DeliveryError | None]:
         """Deliver entries in order; returns what was not delivered and why."""
@@ -254,7 +294,7 @@ class Sender:
             self.stats.add("lost")
             return
         try:
-            seq = entry.seq or (self.spool.add([entry]) or [0])[0]
+            seq = entry.seq or (self.spool.add([entry], want_seqs=True) or [0])[0]
             if seq:
                 self.spool.dead_letter(seq, exc.code, str(exc))
         except Exception as spool_exc:
@@ -267,7 +307,8 @@ class Sender:
             self.diag.report("setup", f"Supabase refused the rows: {error}. To fix: {error.fix}")
             self.breaker.trip(str(error), at_least_s=30.0)
         else:
-            self.diag.report("outage", f"cannot deliver to Supabase ({error}); keeping rows in the spool")
+            where = "keeping rows in the spool" if self.spool is not None else "the spool is disabled, so rows that cannot wait in memory are dropped"
+            self.diag.report("outage", f"cannot deliver to Supabase ({error}); {where}")
             self.breaker.trip(str(error))
 
     def _park(self, entries: list[Entry], reason: str) -> None:
@@ -288,6 +329,18 @@ class Sender:
         except (SpoolFullError, Exception) as exc:
             self.stats.add("lost", len(fresh))
             self.diag.report("lost", f"{len(fresh)} rows lost: {reason}; spool: {exc}")
+
+    def park_batch(self, batch: Batch, reason: str, chunk_rows: int = 64) -> None:
+        """Spool a whole batch, building its rows a few at a time.
+
+        Small chunks die young: the garbage collector never promotes them, so a
+        long outage does not make collections (which stop every thread) longer.
+        """
+        self._park(batch.entries, reason)
+        batch.entries = []
+        raw, batch.raw = batch.raw, []
+        for i in range(0, len(raw), chunk_rows):
+            self._park(self.build_logs(raw[i : i + chunk_rows]), reason)
 
     def _ack(self, entries: list[Entry]) -> None:
         if self.spool is not None and entries:

@@ -71,6 +71,17 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+# Owner tokens of the Spool objects alive in this process: with them, a lease held by
+# this very pid is told apart from a lease left by a dead process whose pid was reused.
+_local_owners: set[str] = set()
+
+
+def _owner_alive(owner: str, pid: int) -> bool:
+    if pid == os.getpid():
+        return owner in _local_owners
+    return pid_alive(pid)
+
+
 class SpoolFullError(Exception):
     """The spool reached ``max_bytes``."""
 
@@ -83,6 +94,7 @@ class Spool:
         self.max_bytes = max_bytes
         self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:12]}"
         self.owner_pid = os.getpid()
+        _local_owners.add(self.owner)
         self._local = threading.local()
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -110,10 +122,11 @@ class Spool:
         return int((pages - free) * page_size)
 
     # -- writing -----------------------------------------------------------------------
-    def add(self, entries: Sequence[Entry], *, leased: bool = False) -> list[int]:
-        """Store entries (ignoring ones already stored); returns their sequence numbers.
+    def add(self, entries: Sequence[Entry], *, leased: bool = False, want_seqs: bool = False) -> list[int]:
+        """Store entries (ignoring ones already stored).
 
-        ``leased`` keeps them owned by this process (write-ahead of a send in flight).
+        ``leased`` keeps them owned by this process (write-ahead of a send in
+        flight) and returns their sequence numbers, as does ``want_seqs``.
         Raises SpoolFullError when the file is at its size cap.
         """
         if not entries:
@@ -124,6 +137,9 @@ class Spool:
         owner, pid, lease = (self.owner, self.owner_pid, FOREVER) if leased else (None, None, 0.0)
         conn = self._conn()
         seqs: list[int] = []
+        if not (leased or want_seqs):
+            self._add_many(conn, entries, now)
+            return seqs
         conn.execute("begin immediate")
         try:
             for e in entries:
@@ -148,6 +164,27 @@ class Spool:
             conn.execute("rollback")
             raise
         return seqs
+
+    @staticmethod
+    def _add_many(conn: sqlite3.Connection, entries: Sequence[Entry], now: float) -> None:
+        dumps = json.dumps
+        params = [
+            (e.kind, e.target, str(e.row.get("id")), dumps(e.row, ensure_ascii=False, allow_nan=False), now)
+            for e in entries
+        ]
+        finals = [p for p, e in zip(params, entries) if e.kind == "run_final"]
+        others = [p for p, e in zip(params, entries) if e.kind != "run_final"]
+        conn.execute("begin immediate")
+        try:
+            sql = " into entries (kind, target, row_id, payload, created) values (?, ?, ?, ?, ?)"
+            if others:
+                conn.executemany("insert or ignore" + sql, others)
+            if finals:
+                conn.executemany("insert or replace" + sql, finals)
+            conn.execute("commit")
+        except BaseException:
+            conn.execute("rollback")
+            raise
 
     def ack(self, seqs: Iterable[int]) -> None:
         """Forget delivered entries."""
@@ -179,33 +216,29 @@ class Spool:
         now = time.time()
         conn.execute("begin immediate")
         try:
-            rows = conn.execute(
-                "select seq, kind, target, payload, owner, owner_pid, lease_until from entries"
-                " where state = 'pending' and (owner is null or owner != ?)"
-                " order by seq limit ?",
-                (self.owner, limit * 4),
+            holders = conn.execute(
+                "select distinct owner, owner_pid from entries"
+                " where state = 'pending' and owner is not null and owner != ? and lease_until > ?",
+                (self.owner, now),
             ).fetchall()
-            alive: dict[int, bool] = {}
-            chosen: list[tuple[int, str, str, str]] = []
-            for seq, kind, target, payload, owner, owner_pid, lease_until in rows:
-                if owner is not None and lease_until > now:
-                    pid = int(owner_pid or 0)
-                    if pid not in alive:
-                        alive[pid] = pid_alive(pid) and pid != os.getpid()
-                    if alive[pid]:
-                        continue
-                chosen.append((seq, kind, target, payload))
-                if len(chosen) >= limit:
-                    break
+            gone = [owner for owner, pid in holders if not _owner_alive(owner, int(pid or 0))]
+            marks = ", ".join("?" for _ in gone)
+            stale = f" or owner in ({marks})" if gone else ""
+            rows = conn.execute(
+                "select seq, kind, target, payload from entries where state = 'pending'"
+                f" and (owner is null or (owner != ? and (lease_until <= ?{stale})))"
+                " order by seq limit ?",
+                (self.owner, now, *gone, limit),
+            ).fetchall()
             conn.executemany(
                 "update entries set owner = ?, owner_pid = ?, lease_until = ? where seq = ?",
-                [(self.owner, self.owner_pid, now + lease_s, c[0]) for c in chosen],
+                [(self.owner, self.owner_pid, now + lease_s, r[0]) for r in rows],
             )
             conn.execute("commit")
         except BaseException:
             conn.execute("rollback")
             raise
-        return [Entry(kind, target, json.loads(payload), seq) for seq, kind, target, payload in chosen]
+        return [Entry(kind, target, json.loads(payload), seq) for seq, kind, target, payload in rows]
 
     def find_run(self, run_id: str) -> dict[str, Any] | None:
         """The newest spooled state of a run (final before open), if any."""
@@ -232,6 +265,7 @@ class Spool:
         ]
 
     def close(self) -> None:
+        _local_owners.discard(self.owner)
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             try:

@@ -89,9 +89,14 @@ class Worker:
                     token, items = self.queue.take(room_rows, room_bytes)
                     if items:
                         batch.tokens.append(token)
-                        batch.entries.extend(self._entries(items))
+                        entries, raw = self._split(items)
+                        if self.write_ahead:
+                            entries = self._write_ahead(entries + self.build_logs(raw))
+                            raw = []
+                        batch.entries.extend(entries)
+                        batch.raw.extend(raw)
                         batch.nbytes += sum(i[1] for i in items)
-                if not batch.entries:
+                if not batch.rows:
                     self.current = None
                     if batch.tokens:
                         self.queue.done(*batch.tokens)
@@ -111,23 +116,40 @@ class Worker:
         except Exception as exc:  # never let a bug stop the worker
             self.diag.report("worker-bug", f"unexpected error in worker: {exc!r}")
 
-    def _entries(self, items: list[Item]) -> list[Entry]:
-        out: list[Entry] = []
-        for _, _, _, payload in items:
-            kind, data = payload
+    def _split(self, items: list[Item]) -> tuple[list[Entry], list[tuple[Any, ...]]]:
+        """Run states as entries; log snapshots left raw (rows are built when sent)."""
+        entries: list[Entry] = []
+        raw: list[tuple[Any, ...]] = []
+        for item in items:
+            kind = item[3]
             if kind == "log":
-                try:
-                    row = self.builder.build(data)
-                except Exception as exc:  # the builder never raises; this is belt and braces
-                    row = self._fallback_row(data, exc)
-                out.append(Entry("log", self.logs_table, row))
-            elif kind == "run_open":  # data is the Run: read it now, skip it if it was cancelled
+                raw.append(item[4:])
+                continue
+            data = item[4]
+            if kind == "run_open":  # data is the Run: read it now, skip it if it was cancelled
                 row = data.open_row()
                 if row is not None:
-                    out.append(Entry(kind, self.runs_table, row))
+                    entries.append(Entry(kind, self.runs_table, row))
             else:
-                out.append(Entry(kind, self.runs_table, data))
-        self.stats.add("enqueued", sum(1 for e in out if e.kind == "log"))
+                entries.append(Entry(kind, self.runs_table, data))
+        self.stats.add("enqueued", len(raw))
+        return entries, raw
+
+    def entries_of(self, items: list[Item]) -> list[Entry]:
+        """Every item as a ready entry (for the spool)."""
+        entries, raw = self._split(items)
+        return entries + self.build_logs(raw)
+
+    def build_logs(self, raw: list[tuple[Any, ...]]) -> list[Entry]:
+        """Rows for log snapshots; never raises."""
+        out = []
+        for data in raw:
+            snap = Snapshot._make(data)
+            try:
+                row = self.builder.build(snap)
+            except Exception as exc:  # the builder never raises; this is belt and braces
+                row = self._fallback_row(snap, exc)
+            out.append(Entry("log", self.logs_table, row))
         return out
 
     def _fallback_row(self, snap: Snapshot, exc: Exception) -> dict[str, Any]:
@@ -144,14 +166,19 @@ class Worker:
         }
 
     # -- handing on --------------------------------------------------------------------
+    def _write_ahead(self, entries: list[Entry]) -> list[Entry]:
+        """With durability="disk": on disk (leased to this process) before any send."""
+        if not self.write_ahead or self.spool is None or not entries:
+            return entries
+        try:
+            seqs = self.spool.add(entries, leased=True)
+            if len(seqs) == len(entries):
+                return self.sender.with_seqs(entries, seqs)
+        except Exception as exc:
+            self.diag.report("spool", f"cannot write ahead to the spool: {exc!r}")
+        return entries
+
     def _dispatch(self, batch: Batch) -> None:
-        if self.write_ahead and self.spool is not None:
-            try:
-                seqs = self.spool.add(batch.entries, leased=True)
-                if len(seqs) == len(batch.entries):
-                    batch.entries = self.sender.with_seqs(batch.entries, seqs)
-            except Exception as exc:
-                self.diag.report("spool", f"cannot write ahead to the spool: {exc!r}")
         if self.inline:
             self.sender.deliver(batch)
             return
@@ -172,16 +199,16 @@ class Worker:
 
     def _spool_batch(self, batch: Batch) -> None:
         """Keep a batch in the spool instead of sending it now."""
-        self.sender._park(batch.entries, self.sender.breaker.reason or "backend busy")
+        self.sender.park_batch(batch, self.sender.breaker.reason or "backend busy")
         self.queue.done(*batch.tokens)
 
     def _spill(self) -> None:
-        """Move queued rows to the spool while the sender is busy."""
+        """Move queued rows to the spool while the sender is busy (small chunks: see park_batch)."""
         while self.queue.pressure() >= SPILL_PRESSURE / 2:
-            token, items = self.queue.take(self.max_batch_rows * 4, self.max_batch_bytes * 4)
+            token, items = self.queue.take(64, self.max_batch_bytes)
             if not items:
                 return
-            entries = self._entries(items)
+            entries = self.entries_of(items)
             try:
                 assert self.spool is not None
                 self.spool.add(entries)
@@ -207,7 +234,7 @@ class Worker:
             func=None, thread=threading.current_thread().name, process=None, exc=None,
             run_id=run.id, step=None, extras={"meta": {"dropped": n, "dropped_by_level": totals}},
         )
-        self.queue.put(("log", snap), 512, logging.WARNING)
+        self.queue.put(("log", *snap), 512, logging.WARNING)
 
 
 def _levelno(entry: Entry) -> int:

@@ -107,3 +107,34 @@ def last_json_line(text: str) -> Any:
         except ValueError:
             continue
     raise AssertionError(f"no JSON line in output:\n{text}")
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str = "condition") -> None:
+    """Wait for ``condition()`` to hold, checking every 20 ms, failing after ``timeout_s``."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    pause = threading.Event()
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        pause.wait(0.02)
+
+
+@pytest.fixture
+def external_gateway(pg_cluster: Any) -> Iterator[tuple[Any, Any]]:
+    """A fresh database served by a gateway in its own process: ``(gateway, db)``."""
+    import uuid
+
+    from stack.external import ExternalGateway
+    from stack.fixtures import Db
+
+    name = f"ext_{uuid.uuid4().hex[:12]}"
+    pg_cluster.create_database(name)
+    gw = ExternalGateway(pg_cluster.authenticator_dsn(name)).start()
+    try:
+        yield gw, Db(pg_cluster, name)
+    finally:
+        gw.stop()
+        pg_cluster.drop_database(name)

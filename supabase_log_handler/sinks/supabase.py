@@ -68,6 +68,9 @@ def _is_api_error(exc: BaseException) -> bool:
 
 def classify_response(code: str, message: str, status: int | None, retry_after: str | None = None) -> DeliveryError:
     """Map a PostgREST error (code, message, HTTP status) to the project's error kinds."""
+    if len(code) == 3 and code.isdigit():  # a non-JSON error body: postgrest puts the status here
+        status = status or int(code)
+        code = ""
     if code.startswith("54"):  # program limit exceeded: this payload will never fit
         return DataError(message, code=code, status=status)
     if code in _TRANSIENT_CODES or code.startswith(_TRANSIENT_CLASSES) or (status in _TRANSIENT_STATUS):
