@@ -762,7 +762,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         progress("starting PostgreSQL and the gateway")
         stack.start()
-        progress(f"PostgreSQL in {stack.cluster.base_dir} (port {stack.cluster.port}); gateway {stack.gateway.url}")
+        progress(
+            f"PostgreSQL in {stack.cluster.base_dir} (port {stack.cluster.port}); gateway {stack.gateway.url}"
+        )
         progress("2. start-up")
         res["startup"] = measure_startup(stack, tmp, startup_runs)
         progress("1. caller-thread cost")

@@ -12,7 +12,10 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import uuid
 
 _lock = threading.Lock()
 _last_ms = 0
@@ -24,6 +27,8 @@ _random_pos = 0
 
 def uuid7() -> uuid.UUID:
     """A new UUIDv7, strictly greater than the previous one made by this process."""
+    import uuid  # not at module level: it costs start-up time and rows only need strings
+
     return uuid.UUID(int=_uuid7_int())
 
 

@@ -9,12 +9,10 @@ marker string.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import decimal
 import enum
 import math
-import uuid
 from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
@@ -115,7 +113,7 @@ def _convert(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
         return value.isoformat()
     if isinstance(value, dt.timedelta):
         return value.total_seconds()
-    if isinstance(value, uuid.UUID):
+    if type(value).__name__ == "UUID" and type(value).__module__ == "uuid":
         return str(value)
     if isinstance(value, decimal.Decimal):
         return _decimal(value)
@@ -159,12 +157,14 @@ def _convert(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
             return out_list
         finally:
             seen.discard(marker)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    fields = getattr(type(value), "__dataclass_fields__", None)  # a dataclass instance
+    if fields is not None and not isinstance(value, type):
         seen.add(marker)
         try:
             return {
                 f.name: _convert_one(getattr(value, f.name, None), depth - 1, max_items, seen)
-                for f in dataclasses.fields(value)
+                for f in fields.values()
+                if getattr(f, "_field_type", None) is None or str(f._field_type) == "_FIELD"
             }
         finally:
             seen.discard(marker)
@@ -173,9 +173,9 @@ def _convert(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
 
 def is_plain(value: object) -> bool:
     """True when ``value`` is an immutable JSON scalar that needs no conversion."""
-    return type(value) in _PRIMITIVE_TYPES and (
-        type(value) is not float or math.isfinite(value)  # type: ignore[arg-type]
-    )
+    if type(value) is float:
+        return math.isfinite(value)
+    return type(value) in _PRIMITIVE_TYPES
 
 
 _PRIMITIVE_TYPES = frozenset(_PRIMITIVE)

@@ -18,15 +18,35 @@ MASK = "[REDACTED]"
 # A key is sensitive when its last word is one of these ("db_password", "access_token") ...
 _SENSITIVE_LAST_WORDS = frozenset(
     {
-        "password", "passwd", "pwd", "passphrase", "secret", "token", "apikey",
-        "authorization", "cookie", "credential", "credentials", "jwt",
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "secret",
+        "token",
+        "apikey",
+        "authorization",
+        "cookie",
+        "credential",
+        "credentials",
+        "jwt",
     }
 )
 # ... or when it is one of these whole ("api_key", "x-api-key").
 _SENSITIVE_KEYS = frozenset(
     {
-        "api_key", "x_api_key", "access_key", "secret_key", "private_key", "service_role_key",
-        "set_cookie", "session", "session_id", "sessionid", "auth", "client_secret",
+        "api_key",
+        "x_api_key",
+        "access_key",
+        "secret_key",
+        "private_key",
+        "service_role_key",
+        "set_cookie",
+        "session",
+        "session_id",
+        "sessionid",
+        "auth",
+        "client_secret",
     }
 )
 
@@ -34,6 +54,8 @@ _KEY_WORDS = (
     r"password|passwd|pwd|passphrase|secret|token|api[_-]?key|apikey|authorization|cookie"
     r"|access[_-]?token|refresh[_-]?token|client[_-]?secret|private[_-]?key|service[_-]?role[_-]?key"
 )
+
+
 def _mask_value(match: re.Match[str]) -> str:
     prefix, value = match.group(1), match.group(0)[len(match.group(1)) :]
     quote = value[0] if value[:1] in ("'", '"') else ""
@@ -55,7 +77,10 @@ _PATTERNS: tuple[tuple[re.Pattern[str], Any], ...] = (
         _mask_value,
     ),
     # scheme://user:password@host
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@\s/]+(@)", re.IGNORECASE), r"\1" + MASK + r"\2"),
+    (
+        re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/\s@]+:)[^@\s/]+(@)", re.IGNORECASE),
+        r"\1" + MASK + r"\2",
+    ),
 )
 
 

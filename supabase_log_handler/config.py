@@ -10,14 +10,13 @@ and the environment variable. Nothing here touches the network.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
 
@@ -51,8 +50,7 @@ def default_script_name() -> str:
     return path.stem or "python"
 
 
-@dataclasses.dataclass(frozen=True)
-class Field:
+class Field(NamedTuple):
     env: str
     kind: str  # str | bool | int | float | choice
     default: Any
@@ -64,46 +62,155 @@ class Field:
 FIELDS: dict[str, Field] = {
     "url": Field("SUPABASE_URL", "str", None, doc="Project URL; unset means the local store"),
     "key": Field("SUPABASE_SERVICE_ROLE_KEY", "str", None, doc="service role (secret) key"),
-    "script_name": Field("SUPABASE_LOG_SCRIPT_NAME", "str", None, doc="name of implicit runs (default: the script's file name)"),
-    "triggered_by": Field("SUPABASE_LOG_TRIGGERED_BY", "str", None, doc="manual, cron, github-actions ... (default: detected)"),
-    "default_step": Field("SUPABASE_LOG_DEFAULT_STEP", "str", "LOG", doc="step of records outside any run.step() block"),
+    "script_name": Field(
+        "SUPABASE_LOG_SCRIPT_NAME",
+        "str",
+        None,
+        doc="name of implicit runs (default: the script's file name)",
+    ),
+    "triggered_by": Field(
+        "SUPABASE_LOG_TRIGGERED_BY",
+        "str",
+        None,
+        doc="manual, cron, github-actions ... (default: detected)",
+    ),
+    "default_step": Field(
+        "SUPABASE_LOG_DEFAULT_STEP",
+        "str",
+        "LOG",
+        doc="step of records outside any run.step() block",
+    ),
     "schema": Field("SUPABASE_LOG_SCHEMA", "str", "public", doc="PostgreSQL schema of the tables"),
     "runs_table": Field("SUPABASE_LOG_RUNS_TABLE", "str", "runs", doc="table of runs"),
     "logs_table": Field("SUPABASE_LOG_LOGS_TABLE", "str", "logs", doc="table of log rows"),
-    "sink": Field("SUPABASE_LOG_SINK", "choice", "auto", ("auto", "supabase", "local"), doc="auto: Supabase when a URL is set, else the local store"),
+    "sink": Field(
+        "SUPABASE_LOG_SINK",
+        "choice",
+        "auto",
+        ("auto", "supabase", "local"),
+        doc="auto: Supabase when a URL is set, else the local store",
+    ),
     "local_path": Field("SUPABASE_LOG_LOCAL_DB", "str", None, doc="SQLite file of the local store"),
-    "flush_interval_s": Field("SUPABASE_LOG_FLUSH_INTERVAL_S", "float", 1.0, doc="longest a row waits before its batch is sent"),
+    "flush_interval_s": Field(
+        "SUPABASE_LOG_FLUSH_INTERVAL_S",
+        "float",
+        1.0,
+        doc="longest a row waits before its batch is sent",
+    ),
     "max_batch_rows": Field("SUPABASE_LOG_MAX_BATCH_ROWS", "int", 500, doc="rows per request"),
-    "max_batch_bytes": Field("SUPABASE_LOG_MAX_BATCH_BYTES", "int", 1_000_000, doc="approximate bytes per request"),
-    "max_queue_rows": Field("SUPABASE_LOG_MAX_QUEUE_ROWS", "int", 100_000, doc="rows held in memory before spilling to the spool"),
-    "max_queue_bytes": Field("SUPABASE_LOG_MAX_QUEUE_BYTES", "int", 64 * 1024 * 1024, doc="approximate bytes held in memory"),
-    "overflow": Field("SUPABASE_LOG_OVERFLOW", "choice", "shed", ("shed", "block"), doc="what emit does when memory and spool are full"),
-    "block_timeout_s": Field("SUPABASE_LOG_BLOCK_TIMEOUT_S", "float", 1.0, doc="with overflow=block, the longest emit waits"),
-    "request_timeout_s": Field("SUPABASE_LOG_REQUEST_TIMEOUT_S", "float", 10.0, doc="HTTP timeout of one request"),
-    "retry_deadline_s": Field("SUPABASE_LOG_RETRY_DEADLINE_S", "float", 15.0, doc="how long one batch is retried before it is spooled"),
-    "retry_max_wait_s": Field("SUPABASE_LOG_RETRY_MAX_WAIT_S", "float", 5.0, doc="longest pause between two retries"),
-    "probe_interval_s": Field("SUPABASE_LOG_PROBE_INTERVAL_S", "float", 5.0, doc="how often a failed backend is probed"),
-    "shutdown_timeout_s": Field("SUPABASE_LOG_SHUTDOWN_TIMEOUT_S", "float", 5.0, doc="longest the exit drain takes; the rest is spooled"),
-    "spool": Field("SUPABASE_LOG_SPOOL_ENABLED", "bool", True, doc="keep undeliverable rows on disk"),
+    "max_batch_bytes": Field(
+        "SUPABASE_LOG_MAX_BATCH_BYTES", "int", 1_000_000, doc="approximate bytes per request"
+    ),
+    "max_queue_rows": Field(
+        "SUPABASE_LOG_MAX_QUEUE_ROWS",
+        "int",
+        100_000,
+        doc="rows held in memory before spilling to the spool",
+    ),
+    "max_queue_bytes": Field(
+        "SUPABASE_LOG_MAX_QUEUE_BYTES",
+        "int",
+        64 * 1024 * 1024,
+        doc="approximate bytes held in memory",
+    ),
+    "overflow": Field(
+        "SUPABASE_LOG_OVERFLOW",
+        "choice",
+        "shed",
+        ("shed", "block"),
+        doc="what emit does when memory and spool are full",
+    ),
+    "block_timeout_s": Field(
+        "SUPABASE_LOG_BLOCK_TIMEOUT_S",
+        "float",
+        1.0,
+        doc="with overflow=block, the longest emit waits",
+    ),
+    "request_timeout_s": Field(
+        "SUPABASE_LOG_REQUEST_TIMEOUT_S", "float", 10.0, doc="HTTP timeout of one request"
+    ),
+    "retry_deadline_s": Field(
+        "SUPABASE_LOG_RETRY_DEADLINE_S",
+        "float",
+        15.0,
+        doc="how long one batch is retried before it is spooled",
+    ),
+    "retry_max_wait_s": Field(
+        "SUPABASE_LOG_RETRY_MAX_WAIT_S", "float", 5.0, doc="longest pause between two retries"
+    ),
+    "probe_interval_s": Field(
+        "SUPABASE_LOG_PROBE_INTERVAL_S", "float", 5.0, doc="how often a failed backend is probed"
+    ),
+    "shutdown_timeout_s": Field(
+        "SUPABASE_LOG_SHUTDOWN_TIMEOUT_S",
+        "float",
+        5.0,
+        doc="longest the exit drain takes; the rest is spooled",
+    ),
+    "spool": Field(
+        "SUPABASE_LOG_SPOOL_ENABLED", "bool", True, doc="keep undeliverable rows on disk"
+    ),
     "spool_path": Field("SUPABASE_LOG_SPOOL", "str", None, doc="SQLite file of the spool"),
-    "max_spool_bytes": Field("SUPABASE_LOG_MAX_SPOOL_BYTES", "int", 512 * 1024 * 1024, doc="size cap of the spool"),
-    "durability": Field("SUPABASE_LOG_DURABILITY", "choice", "memory", ("memory", "disk"), doc="disk: write rows to the spool before sending"),
-    "redact": Field("SUPABASE_LOG_REDACT", "bool", True, doc="mask secrets in messages, meta and tracebacks"),
-    "redact_keys": Field("SUPABASE_LOG_REDACT_KEYS", "str", "", doc="more sensitive key names, comma separated"),
-    "exclude_loggers": Field("SUPABASE_LOG_EXCLUDE_LOGGERS", "str", DEFAULT_EXCLUDED_LOGGERS, doc="loggers never written (the client's own)"),
-    "max_message_chars": Field("SUPABASE_LOG_MAX_MESSAGE_CHARS", "int", 100_000, doc="longer messages are truncated, marked in meta"),
-    "max_traceback_chars": Field("SUPABASE_LOG_MAX_TRACEBACK_CHARS", "int", 100_000, doc="longer tracebacks are truncated"),
-    "max_meta_bytes": Field("SUPABASE_LOG_MAX_META_BYTES", "int", 256 * 1024, doc="larger meta is replaced by a truncated text"),
-    "implicit_run": Field("SUPABASE_LOG_IMPLICIT_RUN", "bool", True, doc="open a run per process for records outside start_run"),
-    "capture_uncaught": Field("SUPABASE_LOG_CAPTURE_UNCAUGHT", "bool", True, doc="log uncaught exceptions and fail the run"),
-    "install_signal_handlers": Field("SUPABASE_LOG_SIGNALS", "bool", True, doc="on SIGTERM fail the run and drain"),
-    "diagnostics": Field("SUPABASE_LOG_DIAGNOSTICS", "bool", True, doc="write the handler's own problems to stderr"),
+    "max_spool_bytes": Field(
+        "SUPABASE_LOG_MAX_SPOOL_BYTES", "int", 512 * 1024 * 1024, doc="size cap of the spool"
+    ),
+    "durability": Field(
+        "SUPABASE_LOG_DURABILITY",
+        "choice",
+        "memory",
+        ("memory", "disk"),
+        doc="disk: write rows to the spool before sending",
+    ),
+    "redact": Field(
+        "SUPABASE_LOG_REDACT", "bool", True, doc="mask secrets in messages, meta and tracebacks"
+    ),
+    "redact_keys": Field(
+        "SUPABASE_LOG_REDACT_KEYS", "str", "", doc="more sensitive key names, comma separated"
+    ),
+    "exclude_loggers": Field(
+        "SUPABASE_LOG_EXCLUDE_LOGGERS",
+        "str",
+        DEFAULT_EXCLUDED_LOGGERS,
+        doc="loggers never written (the client's own)",
+    ),
+    "max_message_chars": Field(
+        "SUPABASE_LOG_MAX_MESSAGE_CHARS",
+        "int",
+        100_000,
+        doc="longer messages are truncated, marked in meta",
+    ),
+    "max_traceback_chars": Field(
+        "SUPABASE_LOG_MAX_TRACEBACK_CHARS", "int", 100_000, doc="longer tracebacks are truncated"
+    ),
+    "max_meta_bytes": Field(
+        "SUPABASE_LOG_MAX_META_BYTES",
+        "int",
+        256 * 1024,
+        doc="larger meta is replaced by a truncated text",
+    ),
+    "implicit_run": Field(
+        "SUPABASE_LOG_IMPLICIT_RUN",
+        "bool",
+        True,
+        doc="open a run per process for records outside start_run",
+    ),
+    "capture_uncaught": Field(
+        "SUPABASE_LOG_CAPTURE_UNCAUGHT",
+        "bool",
+        True,
+        doc="log uncaught exceptions and fail the run",
+    ),
+    "install_signal_handlers": Field(
+        "SUPABASE_LOG_SIGNALS", "bool", True, doc="on SIGTERM fail the run and drain"
+    ),
+    "diagnostics": Field(
+        "SUPABASE_LOG_DIAGNOSTICS", "bool", True, doc="write the handler's own problems to stderr"
+    ),
 }
 MAX_REASONABLE = {"max_batch_rows": 10_000}
 
 
-@dataclasses.dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Validated settings of one handler (see ``FIELDS`` for meaning and sources)."""
 
     url: str | None
@@ -161,7 +268,7 @@ class Settings:
 
     def public_dict(self) -> dict[str, Any]:
         """The settings without the key, for display."""
-        data = dataclasses.asdict(self)
+        data = self._asdict()
         data["key"] = "***" if self.key else None
         return data
 

@@ -28,6 +28,7 @@ _get_ident = threading.get_ident
 _getpid = os.getpid
 _ERROR = logging.ERROR
 _WARNING = logging.WARNING
+_LOCAL_NOTE_ENV = "SUPABASE_LOG_LOCAL_NOTE_SHOWN"
 ROW_OVERHEAD_BYTES = 512  # measured: a queued row costs about this much besides its message
 
 
@@ -38,7 +39,9 @@ def _default_level() -> int:
         return level if isinstance(level, int) else logging.NOTSET
     debug = os.environ.get("DEBUG")
     if debug is not None:
-        return logging.DEBUG if debug.strip().lower() in ("1", "true", "yes", "on") else logging.INFO
+        return (
+            logging.DEBUG if debug.strip().lower() in ("1", "true", "yes", "on") else logging.INFO
+        )
     return logging.NOTSET
 
 
@@ -49,11 +52,15 @@ class SupabaseHandler(logging.Handler):
     README's table) for names, environment variables and defaults.
     """
 
-    def __init__(self, level: int | str | None = None, *, env_file: str | None = None, **settings: Any) -> None:
+    def __init__(
+        self, level: int | str | None = None, *, env_file: str | None = None, **settings: Any
+    ) -> None:
         super().__init__(_default_level() if level is None else level)
         self.settings: Settings = load_settings(settings, env_file=env_file)
         s = self.settings
-        self.redactor = Redactor(enabled=s.redact, extra_keys=s.redact_keys.split(","), literals=[s.key])
+        self.redactor = Redactor(
+            enabled=s.redact, extra_keys=s.redact_keys.split(","), literals=[s.key]
+        )
         self.diagnostics = Diagnostics(enabled=s.diagnostics, mask=self.redactor.text)
         self._pipeline = Pipeline(s, redactor=self.redactor, diagnostics=self.diagnostics)
         self._excluded_prefixes = tuple(n + "." for n in s.excluded_logger_names)
@@ -61,6 +68,8 @@ class SupabaseHandler(logging.Handler):
         self._excluded: dict[str, bool] = {}
         self._announced: runs.Run | None = None
         self._closed = False
+        self._shed = s.overflow == "shed"
+        self._wake_rows = min(s.max_batch_rows, s.max_queue_rows // 2)  # a batch, or half the queue
         self._local_note_given = False
         runs._listeners.add(self)
         lifecycle.track(self)
@@ -80,9 +89,6 @@ class SupabaseHandler(logging.Handler):
             if not pipeline.started:
                 self._start()
             levelno = record.levelno
-            if levelno < _WARNING and pipeline.queue.full() and self.settings.overflow == "shed":
-                pipeline.queue.count_dropped(levelno)  # it would be shed anyway: skip the work
-                return
             d = record.__dict__
             run_id = d.get("run_id")
             step = d.get("step")
@@ -95,28 +101,46 @@ class SupabaseHandler(logging.Handler):
                     step = context.current_step(run)
                 if run is not self._announced:
                     self._announce(run)
+            queue = pipeline.queue
+            if levelno < _WARNING and self._shed and queue.full():
+                queue.last_drop_run = str(run_id)
+                queue.count_dropped(levelno)  # it would be shed anyway: skip the work
+                return
             try:
-                message = self.format(record) if self.formatter is not None else record.getMessage()
-            except Exception as exc:  # "%d" with a str, a __str__ that raises...: keep the row
-                message = _unformattable(record, exc)
+                # The rendered message only: time, level and logger have columns of their own, so
+                # a formatter (basicConfig puts one on every handler it is given) does not apply.
+                message = record.getMessage()
+            except Exception as error:  # "%d" with a str, a __str__ that raises...: keep the row
+                message = _unformattable(record, error)
             exc = format_exception(record) if (record.exc_info or record.stack_info) else None
             # A flat plain tuple, not a Snapshot: the garbage collector stops tracking tuples
             # of plain values, so a long queue costs no collection time (the worker names the fields).
             snap = (
-                "log", record.created, levelno, record.levelname, message, name, record.pathname,
-                record.lineno, record.funcName, record.threadName, record.process, exc,
-                str(run_id), None if step is None else str(step), snapshot_extras(record),
+                "log",
+                record.created,
+                levelno,
+                record.levelname,
+                message,
+                name,
+                record.pathname,
+                record.lineno,
+                record.funcName,
+                record.threadName,
+                record.process,
+                exc,
+                str(run_id),
+                None if step is None else str(step),
+                snapshot_extras(record),
             )
             size = len(message) + ROW_OVERHEAD_BYTES + (len(exc[2]) if exc else 0)
-            queue = pipeline.queue
-            if self.settings.overflow == "block" and queue.pressure() >= 1.0:
+            if not self._shed and queue.pressure() >= 1.0:
                 queue.wait_for_space(self.settings.block_timeout_s)
             queue.put(snap, size, levelno)
             worker = pipeline.worker
             if levelno >= _ERROR:
                 worker.hurry = True
                 worker.wake.set()
-            elif queue.rows >= self.settings.max_batch_rows and not worker.wake.is_set():
+            elif queue.rows >= self._wake_rows and not worker.wake.is_set():
                 worker.wake.set()
         except RecursionError:
             raise
@@ -133,8 +157,13 @@ class SupabaseHandler(logging.Handler):
     def _start(self) -> None:
         self._pipeline.start()
         lifecycle.on_first_use(self)
-        if not self.settings.uses_supabase and not self._local_note_given:
+        if (
+            not self.settings.uses_supabase
+            and not self._local_note_given
+            and not os.environ.get(_LOCAL_NOTE_ENV)
+        ):
             self._local_note_given = True
+            os.environ[_LOCAL_NOTE_ENV] = "1"  # once per process tree, not once per handler
             self.diagnostics.report(
                 "local-store",
                 f"SUPABASE_URL is not set; writing runs and logs to the local store "
@@ -148,7 +177,9 @@ class SupabaseHandler(logging.Handler):
             return joined
         if not self.settings.implicit_run:
             return None
-        return lifecycle.implicit_run(self.settings.script_name or default_script_name(), self.settings.triggered_by)
+        return lifecycle.implicit_run(
+            self.settings.script_name or default_script_name(), self.settings.triggered_by
+        )
 
     def _announce(self, run: runs.Run) -> None:
         self._announced = run
@@ -185,7 +216,11 @@ class SupabaseHandler(logging.Handler):
         Returns False if ``timeout_s`` (default ``shutdown_timeout_s``) ran out first.
         """
         try:
-            return self._pipeline.flush(self.settings.shutdown_timeout_s if timeout_s is None else timeout_s)
+            if self._closed:  # logging.shutdown flushes again after our exit drain closed us
+                return self._pipeline.queue.wait_done(self._pipeline.queue.last_seq(), 0)
+            return self._pipeline.flush(
+                self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
+            )
         except Exception:
             return False
 
@@ -195,7 +230,9 @@ class SupabaseHandler(logging.Handler):
         try:
             if not self._closed:
                 self._closed = True
-                done = self._pipeline.close(self.settings.shutdown_timeout_s if timeout_s is None else timeout_s)
+                done = self._pipeline.close(
+                    self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
+                )
         except Exception as exc:
             self.diagnostics.report("close", f"error while closing: {exc!r}")
             done = False
@@ -223,7 +260,9 @@ def _unformattable(record: logging.LogRecord, exc: Exception) -> str:
     return f"{safe_str(record.msg)} [message formatting failed: {safe_repr(exc)}; args: {safe_repr(record.args)}]"
 
 
-def install(level: int | str = logging.INFO, *, console: bool = True, **settings: Any) -> SupabaseHandler:
+def install(
+    level: int | str = logging.INFO, *, console: bool = True, **settings: Any
+) -> SupabaseHandler:
     """Attach a SupabaseHandler to the root logger (once) and return it.
 
     With ``console`` and no other root handler, a plain stderr handler is added as

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import signal
 import sys
@@ -26,6 +25,7 @@ from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import context, runs
+from ._jsonsafe import safe_str
 
 if TYPE_CHECKING:
     from .handler import SupabaseHandler
@@ -91,7 +91,11 @@ def drain_all(deadline_s: float | None = None) -> None:
     handlers = live_handlers()
     if not handlers:
         return
-    budget = deadline_s if deadline_s is not None else max(h.settings.shutdown_timeout_s for h in handlers)
+    budget = (
+        deadline_s
+        if deadline_s is not None
+        else max(h.settings.shutdown_timeout_s for h in handlers)
+    )
     _drain_budget_s = budget
     deadline = time.monotonic() + budget
     _drain_owner = threading.get_ident()
@@ -119,31 +123,25 @@ atexit.register(_at_exit)
 
 
 # -- uncaught exceptions -----------------------------------------------------------------
-def _emit_uncaught(etype: type[BaseException], value: BaseException, tb: TracebackType | None, where: str) -> None:
-    if getattr(value, "__supabase_log_handler_logged__", False):
+def _emit_uncaught(
+    etype: type[BaseException], value: BaseException, tb: TracebackType | None, where: str
+) -> None:
+    if context.current_run() is None:
         return
-    run = context.current_run()
-    if run is None:
-        return
-    record = logging.LogRecord(
-        name="supabase_log_handler.uncaught", level=logging.ERROR, pathname=__file__, lineno=0,
-        msg=f"Uncaught exception in {where}: {etype.__qualname__}: {value}", args=None,
-        exc_info=(etype, value, tb),
+    if value.__traceback__ is None:
+        value = value.with_traceback(tb)
+    runs.log_exception(
+        None, value, f"Uncaught exception in {where}: {etype.__qualname__}: {safe_str(value)}"
     )
-    record.step = runs.ERROR
-    for handler in live_handlers():
-        handler.handle_direct(record)
-    try:
-        value.__supabase_log_handler_logged__ = True  # type: ignore[attr-defined]
-    except Exception:
-        pass
 
 
 def _install_excepthooks() -> None:
     previous = sys.excepthook
     previous_thread = threading.excepthook
 
-    def excepthook(etype: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
+    def excepthook(
+        etype: type[BaseException], value: BaseException, tb: TracebackType | None
+    ) -> None:
         global _uncaught
         try:
             if not issubclass(etype, SystemExit):
@@ -184,7 +182,9 @@ _terminating = False
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     global _terminating, _sigterm_pending
-    if _terminating:  # a second SIGTERM (multiprocessing sends several) must not cut the drain short
+    if (
+        _terminating
+    ):  # a second SIGTERM (multiprocessing sends several) must not cut the drain short
         return
     previous = _previous_sigterm
     if _drain_owner == threading.get_ident() and not callable(previous):

@@ -39,11 +39,16 @@ def make_sink(settings: Settings) -> Sink:
 
         assert settings.url is not None and settings.key is not None
         return SupabaseSink(
-            settings.url, settings.key, schema=settings.schema, request_timeout_s=settings.request_timeout_s
+            settings.url,
+            settings.key,
+            schema=settings.schema,
+            request_timeout_s=settings.request_timeout_s,
         )
     from .sinks.local import LocalSink
 
-    return LocalSink(settings.resolved_local_path, runs_table=settings.runs_table, logs_table=settings.logs_table)
+    return LocalSink(
+        settings.resolved_local_path, runs_table=settings.runs_table, logs_table=settings.logs_table
+    )
 
 
 class Pipeline:
@@ -76,7 +81,9 @@ class Pipeline:
             runs_table=s.runs_table,
             retry_deadline_s=s.retry_deadline_s,
             retry_max_wait_s=s.retry_max_wait_s,
-            replay_rows=min(s.max_batch_rows, 100),  # small: decoded rows die young (see park_batch)
+            replay_rows=min(
+                s.max_batch_rows, 100
+            ),  # small: decoded rows die young (see park_batch)
             lease_s=3 * s.request_timeout_s + s.retry_deadline_s,
         )
         self.worker = Worker(
@@ -115,8 +122,12 @@ class Pipeline:
                 return True
             try:
                 threads = [
-                    threading.Thread(target=self.worker.run, name="supabase-log-worker", daemon=True),
-                    threading.Thread(target=self.sender.run, name="supabase-log-sender", daemon=True),
+                    threading.Thread(
+                        target=self.worker.run, name="supabase-log-worker", daemon=True
+                    ),
+                    threading.Thread(
+                        target=self.sender.run, name="supabase-log-sender", daemon=True
+                    ),
                 ]
                 for t in threads:
                     t.start()
@@ -143,10 +154,24 @@ class Pipeline:
         target = self.queue.last_seq()
         if threading.get_ident() in self.thread_ids or not self.alive():
             return self._flush_inline(target, timeout_s)
+        if _holds_logging_lock() and not self.sender.ready.is_set():
+            # The sender is importing the client, which needs the lock this thread holds
+            # (dictConfig, logging.shutdown): waiting could only end at the deadline.
+            return self.queue.wait_done(target, 0)
         deadline = time.monotonic() + timeout_s
         self.worker.hurry = True
         self.worker.wake.set()
         done = self.queue.wait_done(target, timeout_s)
+        while done and self.queue.report_pending() and time.monotonic() < deadline:
+            # Rows were shed: their "N records dropped" row belongs to this flush too.
+            self.worker.hurry = True
+            self.worker.wake.set()
+            self.queue.wait_changed(min(0.05, max(deadline - time.monotonic(), 0)))
+            done = self.queue.wait_done(self.queue.last_seq(), max(deadline - time.monotonic(), 0))
+        if done and self.queue.last_report_seq > target:  # a report queued after our target
+            done = self.queue.wait_done(
+                self.queue.last_report_seq, max(deadline - time.monotonic(), 0)
+            )
         if done and self.spool is not None and self.sender.spool_dirty:
             self._replay_now(deadline)
         return done
@@ -183,6 +208,11 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         target = self.queue.last_seq()
         self.worker.stop.set()
+        if self.started and _holds_logging_lock() and not self.sender.ready.is_set():
+            self.sender.abort.set()  # see flush(): keep the rows in the spool instead of waiting
+            self._spool_leftovers()
+            self.sender.request_stop()
+            return False
         done = self.flush(timeout_s * 0.6)
         if not done:
             self.sender.abort.set()  # stop retrying; failures now go to the spool
@@ -212,7 +242,10 @@ class Pipeline:
                 h.rows for h in (self.sender.inflight, self.worker.current) if h is not None
             )
             self.stats.add("lost", n)
-            self.diag.report("lost", f"{n} rows lost at exit: the backend did not answer in time and the spool is disabled")
+            self.diag.report(
+                "lost",
+                f"{n} rows lost at exit: the backend did not answer in time and the spool is disabled",
+            )
             return
         entries: list[Entry] = []
         for holder in (self.sender.inflight, self.worker.current):
@@ -239,6 +272,17 @@ class Pipeline:
         return out
 
 
+def _holds_logging_lock() -> bool:
+    """True when this thread holds ``logging``'s module lock (dictConfig, logging.shutdown)."""
+    import logging
+
+    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
+    try:
+        return bool(is_owned()) if is_owned is not None else False
+    except Exception:
+        return False
+
+
 _pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
 
 
@@ -246,9 +290,21 @@ def _register_fork_reset(pipeline: Pipeline) -> None:
     _pipelines.add(pipeline)
 
 
+def _before_fork() -> None:
+    """Let a sender finish loading its client before the process forks.
+
+    A fork while a thread is importing leaves that module's import lock held in the
+    child by a thread that no longer exists, and the child's first import of it
+    hangs for ever. The wait is bounded and only ever happens right after start.
+    """
+    for pipeline in list(_pipelines):
+        if pipeline.started and pipeline.pid == os.getpid() and pipeline.alive():
+            pipeline.sender.ready.wait(5.0)
+
+
 def _after_fork_in_child() -> None:
     for pipeline in list(_pipelines):
         pipeline.reset_after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -12,17 +12,21 @@ put before it, with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 # (seq, size_bytes, levelno, kind, *fields): one flat tuple, so that the garbage
 # collector stops tracking it at its first pass (it untracks one nesting level per pass).
 Item = tuple[Any, ...]
-CONTROL_LEVEL = 1_000  # sorts above every logging level: control items are never shed
+CONTROL_LEVEL = 1_000
+REPORT_PRESSURE = 0.25  # drops are reported once the queue is this empty
+RUN_ID_FIELD = 12  # position of run_id in a ("log", *snapshot fields) payload  # sorts above every logging level: control items are never shed
 
 
 class RecordQueue:
@@ -43,12 +47,16 @@ class RecordQueue:
         self._tokens = itertools.count(1)
         self.dropped: dict[str, int] = {}
         self.dropped_unreported = 0
+        self.last_drop_run: str | None = None  # the run the "N records dropped" row goes to
+        self.last_report_seq = 0
 
     # -- caller side -------------------------------------------------------------------
     def put(self, payload: tuple[Any, ...], size: int, levelno: int) -> bool:
         """Add ``payload`` (``(kind, *fields)``); False when there is no room (dropped and counted)."""
         with self._lock:
             if len(self._low) + len(self._high) >= self.max_rows or self._bytes >= self.max_bytes:
+                if payload[0] == "log" and len(payload) > RUN_ID_FIELD:
+                    self.last_drop_run = payload[RUN_ID_FIELD]
                 if levelno < logging.WARNING or not self._low:
                     self._count_drop(levelno)
                     return False
@@ -81,7 +89,9 @@ class RecordQueue:
         """Block (``overflow="block"``) until there is room, at most ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         with self._space:
-            while len(self._low) + len(self._high) >= self.max_rows or self._bytes >= self.max_bytes:
+            while (
+                len(self._low) + len(self._high) >= self.max_rows or self._bytes >= self.max_bytes
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -134,10 +144,8 @@ class RecordQueue:
 
     def _lowest_pending(self) -> int | None:
         heads = [d[0][0] for d in (self._low, self._high) if d]
-        try:
+        with contextlib.suppress(IndexError):
             heads.append(self._urgent[0][0])
-        except IndexError:
-            pass
         heads.extend(self._in_flight.values())
         return min(heads) if heads else None
 
@@ -171,6 +179,30 @@ class RecordQueue:
         with self._lock:
             n, self.dropped_unreported = self.dropped_unreported, 0
             return n, dict(self.dropped)
+
+    def put_drop_report(
+        self, build: Callable[[int, dict[str, int]], tuple[Any, ...]], size: int
+    ) -> bool:
+        """Queue the "N records dropped" row and reset the count, as one step (see flush)."""
+        with self._lock:
+            n = self.dropped_unreported
+            if not n:
+                return False
+            item = (next(self._seq), size, logging.WARNING, *build(n, dict(self.dropped)))
+            self.last_report_seq = item[0]
+            self._high.append(item)
+            self._bytes += size
+            self.dropped_unreported = 0
+            return True
+
+    def report_pending(self) -> bool:
+        """True while drops wait to be reported and the queue is calm enough to report them."""
+        return bool(self.dropped_unreported) and self.pressure() <= REPORT_PRESSURE
+
+    def wait_changed(self, timeout_s: float) -> None:
+        """Sleep until something is marked done, at most ``timeout_s``."""
+        with self._changed:
+            self._changed.wait(timeout_s)
 
     @property
     def rows(self) -> int:

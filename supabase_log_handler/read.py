@@ -38,7 +38,12 @@ def get_run(run_id: str, **settings: Any) -> dict[str, Any] | None:
 
 
 def get_logs(
-    run_id: str, *, level: str | None = None, step: str | None = None, limit: int = 10_000, **settings: Any
+    run_id: str,
+    *,
+    level: str | None = None,
+    step: str | None = None,
+    limit: int = 10_000,
+    **settings: Any,
 ) -> list[dict[str, Any]]:
     """The run's ``logs`` rows in order (timestamp, then id), optionally one level or step."""
     sink, s = reader(**settings)
@@ -47,7 +52,9 @@ def get_logs(
         filters.append(("level", "eq", level.upper()))
     if step:
         filters.append(("step", "eq", step))
-    return sink.select(s.logs_table, filters=filters, order=[("timestamp", False), ("id", False)], limit=limit)
+    return sink.select(
+        s.logs_table, filters=filters, order=[("timestamp", False), ("id", False)], limit=limit
+    )
 
 
 def last_successful_run(script_name: str, **settings: Any) -> dict[str, Any] | None:

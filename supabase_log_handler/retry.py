@@ -25,7 +25,7 @@ def _wait_retry_after(fallback: Any, cap_s: float) -> Any:
     from tenacity import RetryCallState
     from tenacity.wait import wait_base
 
-    class wait_retry_after(wait_base):  # type: ignore[misc]
+    class wait_retry_after(wait_base):
         def __call__(self, retry_state: RetryCallState) -> float:
             wait = float(fallback(retry_state))
             outcome = retry_state.outcome
@@ -36,6 +36,11 @@ def _wait_retry_after(fallback: Any, cap_s: float) -> Any:
             return wait
 
     return wait_retry_after()
+
+
+def preload() -> None:
+    """Import tenacity now (its import takes ``logging``'s module lock; see Sender._prepare)."""
+    import tenacity  # noqa: F401
 
 
 def call_with_retry(
@@ -62,7 +67,9 @@ def call_with_retry(
 
     retrying = Retrying(
         retry=retry_if_exception_type(TransientError),
-        wait=_wait_retry_after(_backoff(wait_exponential_jitter, max_wait_s), cap_s=max(max_wait_s, deadline_s)),
+        wait=_wait_retry_after(
+            _backoff(wait_exponential_jitter, max_wait_s), cap_s=max(max_wait_s, deadline_s)
+        ),
         stop=stop_after_delay(deadline_s) | stop_when_event_set(abort),
         sleep=sleep_using_event(abort),
         before_sleep=before_sleep,
@@ -89,15 +96,19 @@ class Breaker:
         self._open = False
         self._interval_s = probe_interval_s
         self._next_probe = 0.0
+        self._last_attempt = 0.0
+        self.needs_person = False  # a setup error: only the probe schedule may retry it
         self.reason: str | None = None
 
     @property
     def is_open(self) -> bool:
         return self._open
 
-    def trip(self, reason: str, *, at_least_s: float = 0.0) -> None:
+    def trip(self, reason: str, *, at_least_s: float = 0.0, needs_person: bool = False) -> None:
         """Open (or stay open) and schedule the next probe."""
         with self._lock:
+            self.needs_person = needs_person
+            self._last_attempt = time.monotonic()
             if self._open:
                 self._interval_s = min(self._interval_s * 2, self.max_interval_s)
             else:
@@ -109,12 +120,22 @@ class Breaker:
     def probe_due(self) -> bool:
         return self._open and time.monotonic() >= self._next_probe
 
+    def early_probe_allowed(self) -> bool:
+        """May flush() try now, ahead of schedule? Not for setup errors, and not more than
+        once per base interval, so a job calling flush() often cannot cause a retry storm."""
+        return (
+            self._open
+            and not self.needs_person
+            and time.monotonic() - self._last_attempt >= self.base_interval_s
+        )
+
     def seconds_to_probe(self) -> float:
         return max(self._next_probe - time.monotonic(), 0.0) if self._open else 0.0
 
     def reset(self) -> None:
         with self._lock:
             self._open = False
+            self.needs_person = False
             self._interval_s = self.base_interval_s
             self.reason = None
 

@@ -25,7 +25,12 @@ from . import _jsonsafe
 from ._ids import new_id
 from ._redact import Redactor
 
-LEVELS = ((logging.DEBUG, "DEBUG"), (logging.INFO, "INFO"), (logging.WARNING, "WARNING"), (logging.ERROR, "ERROR"))
+LEVELS = (
+    (logging.DEBUG, "DEBUG"),
+    (logging.INFO, "INFO"),
+    (logging.WARNING, "WARNING"),
+    (logging.ERROR, "ERROR"),
+)
 _LEVEL_NAMES = {no: name for no, name in LEVELS}
 
 # Attributes every LogRecord has; anything else on a record came from ``extra``.
@@ -124,7 +129,9 @@ class RowBuilder:
         """The ``logs`` row for one snapshot; never raises."""
         truncated: list[str] = []
         redact = self.redactor
-        message = self._text(snap.message, self.max_message_chars, "message", truncated, redact=True)
+        message = self._text(
+            snap.message, self.max_message_chars, "message", truncated, redact=True
+        )
         meta: dict[str, Any] = {}
         step = snap.step
         if snap.extras:
@@ -157,8 +164,12 @@ class RowBuilder:
             etype, evalue, tb = snap.exc
             meta["exception"] = {
                 "type": clean(etype),
-                "message": self._text(evalue, self.max_message_chars, "exception.message", truncated, redact=True),
-                "traceback": self._text(tb, self.max_traceback_chars, "exception.traceback", truncated, redact=True),
+                "message": self._text(
+                    evalue, self.max_message_chars, "exception.message", truncated, redact=True
+                ),
+                "traceback": self._text(
+                    tb, self.max_traceback_chars, "exception.traceback", truncated, redact=True
+                ),
             }
         level = map_level(snap.levelno)
         if _LEVEL_NAMES.get(snap.levelno) != level:
@@ -177,7 +188,9 @@ class RowBuilder:
             "meta": meta,
         }
 
-    def _text(self, text: str, limit: int, name: str, truncated: list[str], *, redact: bool = False) -> str:
+    def _text(
+        self, text: str, limit: int, name: str, truncated: list[str], *, redact: bool = False
+    ) -> str:
         """Clean, (redact,) then cut ``text`` to ``limit`` characters, noting the cut.
 
         Redaction comes before the cut, so a secret crossing the limit is masked
@@ -225,7 +238,10 @@ def _json_bytes(value: Any) -> int:
 
 def _fit_text(text: str, room_bytes: int) -> str:
     """The longest prefix of ``text`` whose JSON string encoding fits ``room_bytes``."""
-    encoded = lambda t: len(json.dumps(t, ensure_ascii=False).encode("utf-8")) - 2  # noqa: E731
+
+    def encoded(t: str) -> int:
+        return len(json.dumps(t, ensure_ascii=False).encode("utf-8")) - 2
+
     if encoded(text) <= room_bytes:
         return text
     lo, hi = 0, len(text)

@@ -21,8 +21,10 @@ import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterator, MutableMapping
-from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from decimal import Decimal
 
 from . import _jsonsafe, context
 from ._ids import new_id
@@ -33,10 +35,27 @@ ENV_RUN_ID = "SUPABASE_LOG_RUN_ID"
 ENV_RUN_SCRIPT = "SUPABASE_LOG_RUN_SCRIPT"
 
 START, FETCH, LOAD, VALIDATE, PROCESS, ANALYZE, MERGE, UPSERT, SAVE, END, ERROR = (
-    "START", "FETCH", "LOAD", "VALIDATE", "PROCESS", "ANALYZE", "MERGE", "UPSERT", "SAVE", "END", "ERROR",
+    "START",
+    "FETCH",
+    "LOAD",
+    "VALIDATE",
+    "PROCESS",
+    "ANALYZE",
+    "MERGE",
+    "UPSERT",
+    "SAVE",
+    "END",
+    "ERROR",
 )
 STEPS = (START, FETCH, LOAD, VALIDATE, PROCESS, ANALYZE, MERGE, UPSERT, SAVE, END, ERROR)
-METRICS = ("records_fetched", "records_inserted", "records_updated", "records_failed", "calls_analyzed", "api_cost")
+METRICS = (
+    "records_fetched",
+    "records_inserted",
+    "records_updated",
+    "records_failed",
+    "calls_analyzed",
+    "api_cost",
+)
 
 # Live handlers, told about runs as they open and finish (see handler.py).
 _listeners: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -52,7 +71,9 @@ def _utc(value: dt.datetime | dt.date | str | None) -> str | None:
     return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).isoformat()
 
 
-def detect_triggered_by(environ: MutableMapping[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+def detect_triggered_by(
+    environ: MutableMapping[str, str] | None = None,
+) -> tuple[str, dict[str, Any]]:
     """What started this process, and what to record about it in ``metadata``."""
     env = os.environ if environ is None else environ
     explicit = env.get("SUPABASE_LOG_TRIGGERED_BY")
@@ -67,7 +88,12 @@ def detect_triggered_by(environ: MutableMapping[str, str] | None = None) -> tupl
             "commit": env.get("GITHUB_SHA"),
         }
         return explicit or "github-actions", {"github": {k: v for k, v in info.items() if v}}
-    for var, name in (("GITLAB_CI", "gitlab-ci"), ("CIRCLECI", "circleci"), ("BUILDKITE", "buildkite"), ("JENKINS_URL", "jenkins")):
+    for var, name in (
+        ("GITLAB_CI", "gitlab-ci"),
+        ("CIRCLECI", "circleci"),
+        ("BUILDKITE", "buildkite"),
+        ("JENKINS_URL", "jenkins"),
+    ):
         if env.get(var):
             return explicit or name, {}
     if env.get("CI", "").lower() in ("1", "true", "yes"):
@@ -154,7 +180,7 @@ class Run:
             sync_end_date=self.sync_end_date,
         )
         for name, value in self._metrics.items():
-            row[name] = float(value) if isinstance(value, Decimal) else value
+            row[name] = value if value is None or isinstance(value, int) else float(value)
         return row
 
     # -- metrics -----------------------------------------------------------------------
@@ -169,7 +195,9 @@ class Run:
                 elif name in ("sync_mode", "batch_id"):
                     setattr(self, name, None if value is None else str(value))
                 else:
-                    raise TypeError(f"unknown run field {name!r}; use run.metadata for free-form data")
+                    raise TypeError(
+                        f"unknown run field {name!r}; use run.metadata for free-form data"
+                    )
         return self
 
     def add(self, **amounts: int | float | Decimal) -> Run:
@@ -179,7 +207,12 @@ class Run:
                 if name not in METRICS:
                     raise TypeError(f"unknown metric {name!r}; metrics are {', '.join(METRICS)}")
                 current = self._metrics[name] or 0
-                self._metrics[name] = _number(name, Decimal(str(current)) + Decimal(str(amount)) if name == "api_cost" else int(current) + int(amount))
+                self._metrics[name] = _number(
+                    name,
+                    _decimal(current) + _decimal(amount)
+                    if name == "api_cost"
+                    else int(current) + int(amount),
+                )
         return self
 
     def __getattr__(self, name: str) -> Any:
@@ -252,7 +285,7 @@ class Run:
             context.reset_run(self._tokens.pop())
         context.release_process_run(self)
         if self._env_saved is not None:
-            for var, old in zip((ENV_RUN_ID, ENV_RUN_SCRIPT), self._env_saved):
+            for var, old in zip((ENV_RUN_ID, ENV_RUN_SCRIPT), self._env_saved, strict=False):
                 if old is None:
                     os.environ.pop(var, None)
                 else:
@@ -274,7 +307,12 @@ class Run:
         if exc is None:
             self.finish("success")
             return
-        log_exception(self, exc)
+        log_exception(
+            self,
+            exc,
+            f"{self.script_name} failed: {_error_text(exc)}",
+            meta={"failed_step": self.failed_step or context.current_step(self)},
+        )
         self.finish(error=exc)
 
     def __call__(self, func: F) -> F:
@@ -303,11 +341,17 @@ class Run:
         return f"<Run {self.script_name} {self.id} {self.status}>"
 
 
+def _decimal(value: Any) -> Decimal:
+    from decimal import Decimal  # only runs that record an API cost need it
+
+    return Decimal(str(value))
+
+
 def _number(name: str, value: Any) -> int | Decimal | None:
     if value is None:
         return None
     if name == "api_cost":
-        return Decimal(str(value))
+        return _decimal(value)
     return int(value)
 
 
@@ -317,20 +361,32 @@ def _error_text(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def log_exception(run: Run, exc: BaseException) -> None:
-    """Write the ERROR row of an exception that ended ``run`` (once per exception)."""
+def log_exception(
+    run: Run | None, exc: BaseException, message: str, *, meta: dict[str, Any] | None = None
+) -> None:
+    """Write one ERROR row with the traceback of ``exc``, once per exception object.
+
+    Used for an exception that ends a run and for uncaught exceptions; the mark on
+    the exception keeps the second from repeating the first.
+    """
     if getattr(exc, "__supabase_log_handler_logged__", False):
         return
     with contextlib.suppress(Exception):
         exc.__supabase_log_handler_logged__ = True  # type: ignore[attr-defined]
     record = logging.LogRecord(
-        name="supabase_log_handler.run", level=logging.ERROR, pathname=__file__, lineno=0,
-        msg=f"{run.script_name} failed: {_error_text(exc)}", args=None,
+        name="supabase_log_handler.run",
+        level=logging.ERROR,
+        pathname=__file__,
+        lineno=0,
+        msg=message,
+        args=None,
         exc_info=(type(exc), exc, exc.__traceback__),
     )
-    record.run_id = run.id
+    if run is not None:
+        record.run_id = run.id
     record.step = ERROR
-    record.meta = {"failed_step": run.failed_step or context.current_step(run)}
+    if meta:
+        record.meta = meta
     for listener in list(_listeners):
         listener.handle_direct(record)
 
@@ -374,7 +430,9 @@ class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         """The same logger with another step."""
         return RunLogger(self.logger, self.run, step=name)
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         meta = kwargs.pop("meta", None)
         step = kwargs.pop("step", None) or self._step
         extra = dict(kwargs.get("extra") or {})
@@ -382,7 +440,9 @@ class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         if step is not None:
             extra.setdefault("step", step)
         if meta is not None:
-            extra["meta"] = {**extra.get("meta", {}), **meta} if isinstance(extra.get("meta"), dict) else meta
+            extra["meta"] = (
+                {**extra.get("meta", {}), **meta} if isinstance(extra.get("meta"), dict) else meta
+            )
         kwargs["extra"] = extra
         return msg, kwargs
 

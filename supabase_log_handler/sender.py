@@ -11,25 +11,25 @@ backend is healthy, it replays the spool, oldest first.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import queue as queue_mod
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import context
 from .diagnostics import Diagnostics
 from .errors import DataError, DeliveryError, SetupError, TransientError
 from .queue import RecordQueue
-from .retry import Breaker, call_with_retry
+from .retry import Breaker, call_with_retry, preload
 from .rows import sanitise_row
 from .sinks import Sink
 from .spool import Entry, Spool, SpoolFullError
 from .stats import Stats
 
 
-@dataclass
 class Batch:
     """What one request round carries, and the queue chunks it came from.
 
@@ -39,15 +39,35 @@ class Batch:
     collector has to walk.
     """
 
-    entries: list[Entry] = field(default_factory=list)
-    raw: list[tuple[Any, ...]] = field(default_factory=list)
-    tokens: list[int] = field(default_factory=list)
-    nbytes: int = 0
-    started: float = field(default_factory=time.monotonic)
+    __slots__ = ("entries", "nbytes", "raw", "started", "tokens")
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.raw: list[tuple[Any, ...]] = []
+        self.tokens: list[int] = []
+        self.nbytes = 0
+        self.started = time.monotonic()
 
     @property
     def rows(self) -> int:
         return len(self.entries) + len(self.raw)
+
+
+WORKER_THREAD_PREFIX = "supabase-log-"
+CLIENT_LOGGERS = ("httpx", "httpcore", "hpack", "h2", "h11", "postgrest", "supabase", "tenacity")
+
+
+def _not_from_our_threads(record: logging.LogRecord) -> bool:
+    return not (record.threadName or "").startswith(WORKER_THREAD_PREFIX)
+
+
+def quiet_client_loggers() -> None:
+    """Keep the client's own records made on our threads ("HTTP Request: POST ...") out of
+    the application's handlers too; records the application's own threads make are untouched."""
+    for name in CLIENT_LOGGERS:
+        logger = logging.getLogger(name)
+        if _not_from_our_threads not in logger.filters:
+            logger.addFilter(_not_from_our_threads)
 
 
 class Sender:
@@ -86,6 +106,7 @@ class Sender:
         self.stop = threading.Event()
         self.abort = threading.Event()  # cut retries short: shutdown deadline is near
         self.inflight: Batch | None = None
+        self.ready = threading.Event()  # the sink's client is loaded
         self.spool_dirty = spool is not None  # there may be something to replay
         self._ensured: set[str] = set()
         self._last_spool_check = 0.0
@@ -96,6 +117,7 @@ class Sender:
 
     # -- thread ------------------------------------------------------------------------
     def run(self) -> None:
+        self._prepare()
         while True:
             try:
                 batch = self.handoff.get(timeout=self._idle_wait_s())
@@ -108,13 +130,23 @@ class Sender:
                 return
             self.deliver(batch)
 
+    def _prepare(self) -> None:
+        """Load the client now, before the first batch, so the import (which takes
+        ``logging``'s module lock) is over before the job can be reconfiguring logging."""
+        try:
+            preload()
+            self.sink.prepare()
+            quiet_client_loggers()
+        except Exception as exc:
+            self.diag.report("client", f"cannot create the Supabase client: {exc!r}")
+        finally:
+            self.ready.set()
+
     def request_stop(self) -> None:
         """Ask the thread to end after the batch it holds."""
         self.stop.set()
-        try:
+        with contextlib.suppress(queue_mod.Full):
             self.handoff.put_nowait(None)
-        except queue_mod.Full:
-            pass
 
     def _idle_wait_s(self) -> float:
         if self.replay_requested:
@@ -133,7 +165,11 @@ class Sender:
             self._last_spool_check = now
             self.spool_dirty = True  # other processes may have left rows for us
         forced, self.replay_requested = self.replay_requested, False
-        if self.breaker.is_open and not self.breaker.probe_due() and not forced:
+        waiting = self.breaker.is_open and not self.breaker.probe_due()
+        if waiting and not (forced and self.breaker.early_probe_allowed()):
+            with self.replay_round:  # flush() is told at once: the spool keeps the rows
+                self.replay_rounds += 1
+                self.replay_round.notify_all()
             return
         if not forced and now < self._next_replay:
             return
@@ -235,11 +271,13 @@ class Sender:
         spooled or dead-lettered, so the counts are settled.
         """
         st = self.stats.as_dict()
-        summary = {k: st[k] for k in ("enqueued", "sent", "spooled", "dead_lettered", "retries", "lost")}
+        summary = {
+            k: st[k] for k in ("enqueued", "sent", "spooled", "dead_lettered", "retries", "lost")
+        }
         summary["dropped"] = sum(self.queue.dropped.values())
         metadata = dict(entry.row.get("metadata") or {})
         metadata["log_delivery"] = summary
-        return replace(entry, row={**entry.row, "metadata": metadata})
+        return entry._replace(row={**entry.row, "metadata": metadata})
 
     def _ensure_run(self, run_id: str) -> None:
         run = context.lookup(run_id)
@@ -305,9 +343,13 @@ class Sender:
     def _trip(self, error: DeliveryError) -> None:
         if isinstance(error, SetupError):
             self.diag.report("setup", f"Supabase refused the rows: {error}. To fix: {error.fix}")
-            self.breaker.trip(str(error), at_least_s=30.0)
+            self.breaker.trip(str(error), at_least_s=30.0, needs_person=True)
         else:
-            where = "keeping rows in the spool" if self.spool is not None else "the spool is disabled, so rows that cannot wait in memory are dropped"
+            where = (
+                "keeping rows in the spool"
+                if self.spool is not None
+                else "the spool is disabled, so rows that cannot wait in memory are dropped"
+            )
             self.diag.report("outage", f"cannot deliver to Supabase ({error}); {where}")
             self.breaker.trip(str(error))
 
@@ -376,7 +418,7 @@ class Sender:
         return len(delivered)
 
     def with_seqs(self, entries: list[Entry], seqs: list[int]) -> list[Entry]:
-        return [replace(e, seq=s) for e, s in zip(entries, seqs)]
+        return [e._replace(seq=s) for e, s in zip(entries, seqs, strict=False)]
 
     def close(self) -> None:
         sink, self._sink = self._sink, None

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    import sqlite3
 
 KINDS = ("run_open", "log", "run_final")
 _SCHEMA = """
@@ -49,9 +49,8 @@ _BUSY_TIMEOUT_S = 2.0
 FOREVER = 1e18
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One spooled thing: a log row, or a run's open or final state."""
+class Entry(NamedTuple):
+    """One thing to deliver: a log row, or a run's open or final state (``seq``: its spool entry)."""
 
     kind: str  # run_open | log | run_final
     target: str  # table name
@@ -92,7 +91,7 @@ class Spool:
     def __init__(self, path: str | os.PathLike[str], *, max_bytes: int) -> None:
         self.path = Path(path)
         self.max_bytes = max_bytes
-        self.owner = f"{os.getpid()}:{uuid.uuid4().hex[:12]}"
+        self.owner = f"{os.getpid()}:{os.urandom(6).hex()}"
         self.owner_pid = os.getpid()
         _local_owners.add(self.owner)
         self._local = threading.local()
@@ -103,6 +102,8 @@ class Spool:
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            import sqlite3  # here, on the worker: it is not needed to start logging
+
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
             conn.execute("pragma journal_mode=wal")
@@ -122,7 +123,9 @@ class Spool:
         return int((pages - free) * page_size)
 
     # -- writing -----------------------------------------------------------------------
-    def add(self, entries: Sequence[Entry], *, leased: bool = False, want_seqs: bool = False) -> list[int]:
+    def add(
+        self, entries: Sequence[Entry], *, leased: bool = False, want_seqs: bool = False
+    ) -> list[int]:
         """Store entries (ignoring ones already stored).
 
         ``leased`` keeps them owned by this process (write-ahead of a send in
@@ -169,11 +172,17 @@ class Spool:
     def _add_many(conn: sqlite3.Connection, entries: Sequence[Entry], now: float) -> None:
         dumps = json.dumps
         params = [
-            (e.kind, e.target, str(e.row.get("id")), dumps(e.row, ensure_ascii=False, allow_nan=False), now)
+            (
+                e.kind,
+                e.target,
+                str(e.row.get("id")),
+                dumps(e.row, ensure_ascii=False, allow_nan=False),
+                now,
+            )
             for e in entries
         ]
-        finals = [p for p, e in zip(params, entries) if e.kind == "run_final"]
-        others = [p for p, e in zip(params, entries) if e.kind != "run_final"]
+        finals = [p for p, e in zip(params, entries, strict=False) if e.kind == "run_final"]
+        others = [p for p, e in zip(params, entries, strict=False) if e.kind != "run_final"]
         conn.execute("begin immediate")
         try:
             sql = " into entries (kind, target, row_id, payload, created) values (?, ?, ?, ?, ?)"
@@ -238,29 +247,51 @@ class Spool:
         except BaseException:
             conn.execute("rollback")
             raise
-        return [Entry(kind, target, json.loads(payload), seq) for seq, kind, target, payload in rows]
+        return [
+            Entry(kind, target, json.loads(payload), seq) for seq, kind, target, payload in rows
+        ]
 
     def find_run(self, run_id: str) -> dict[str, Any] | None:
         """The newest spooled state of a run (final before open), if any."""
-        found = self._conn().execute(
-            "select payload from entries where row_id = ? and kind in ('run_final', 'run_open')"
-            " order by kind = 'run_final' desc, seq desc limit 1",
-            (run_id,),
-        ).fetchone()
+        found = (
+            self._conn()
+            .execute(
+                "select payload from entries where row_id = ? and kind in ('run_final', 'run_open')"
+                " order by kind = 'run_final' desc, seq desc limit 1",
+                (run_id,),
+            )
+            .fetchone()
+        )
         return json.loads(found[0]) if found else None
 
     def pending(self) -> int:
         """Entries waiting to be delivered (by anyone)."""
-        return int(self._conn().execute("select count(*) from entries where state = 'pending'").fetchone()[0])
+        return int(
+            self._conn()
+            .execute("select count(*) from entries where state = 'pending'")
+            .fetchone()[0]
+        )
 
     def dead(self) -> list[dict[str, Any]]:
         """Dead letters, oldest first."""
-        rows = self._conn().execute(
-            "select seq, kind, target, payload, error_code, error, created from entries"
-            " where state = 'dead' order by seq"
-        ).fetchall()
+        rows = (
+            self._conn()
+            .execute(
+                "select seq, kind, target, payload, error_code, error, created from entries"
+                " where state = 'dead' order by seq"
+            )
+            .fetchall()
+        )
         return [
-            {"seq": s, "kind": k, "target": t, "row": json.loads(p), "error_code": c, "error": e, "created": cr}
+            {
+                "seq": s,
+                "kind": k,
+                "target": t,
+                "row": json.loads(p),
+                "error_code": c,
+                "error": e,
+                "created": cr,
+            }
             for s, k, t, p, c, e, cr in rows
         ]
 

@@ -73,7 +73,9 @@ class Worker:
                 return
             timeout = self.flush_interval_s
             if self.current is not None:
-                timeout = max(self.flush_interval_s - (time.monotonic() - self.current.started), 0.0)
+                timeout = max(
+                    self.flush_interval_s - (time.monotonic() - self.current.started), 0.0
+                )
             self.wake.wait(timeout if not self.stop.is_set() else 0.05)
             self.wake.clear()
 
@@ -100,7 +102,8 @@ class Worker:
                     self.current = None
                     if batch.tokens:
                         self.queue.done(*batch.tokens)
-                    self._report_drops()
+                    if self._report_drops():
+                        continue  # send the report in this same round
                     self.hurry = False
                     return
                 full = batch.rows >= self.max_batch_rows or batch.nbytes >= self.max_batch_bytes
@@ -109,8 +112,7 @@ class Worker:
                     return
                 self.current = None
                 self._dispatch(batch)
-                if self.queue.rows == 0:
-                    self._report_drops()
+                if self.queue.rows == 0 and not self._report_drops():
                     self.hurry = False
                     return
         except Exception as exc:  # never let a bug stop the worker
@@ -183,7 +185,11 @@ class Worker:
             self.sender.deliver(batch)
             return
         while True:
-            if self.sender.breaker.is_open and self.spool is not None and not self.sender.breaker.probe_due():
+            if (
+                self.sender.breaker.is_open
+                and self.spool is not None
+                and not self.sender.breaker.probe_due()
+            ):
                 self._spool_batch(batch)
                 return
             try:
@@ -221,23 +227,45 @@ class Worker:
             finally:
                 self.queue.done(token)
 
-    def _report_drops(self) -> None:
-        if not self.queue.dropped_unreported or self.queue.pressure() > 0.25:
-            return
-        run = context.current_run()
-        if run is None:
-            return
-        n, totals = self.queue.take_drop_report()
-        snap = Snapshot(
-            created=time.time(), levelno=logging.WARNING, levelname="WARNING",
-            message=f"{n} records dropped", logger="supabase_log_handler", pathname="", lineno=0,
-            func=None, thread=threading.current_thread().name, process=None, exc=None,
-            run_id=run.id, step=None, extras={"meta": {"dropped": n, "dropped_by_level": totals}},
-        )
-        self.queue.put(("log", *snap), 512, logging.WARNING)
+    def _report_drops(self) -> bool:
+        """Queue one WARNING row "N records dropped" once pressure is low; True if it did."""
+        if not self.queue.report_pending():
+            return False
+        run_id = self.queue.last_drop_run
+        if run_id is None:
+            current = context.current_run()
+            run_id = current.id if current is not None else None
+        if run_id is None:
+            return False
+        thread = threading.current_thread().name
+
+        def row(n: int, totals: dict[str, int]) -> tuple[Any, ...]:
+            snap = Snapshot(
+                created=time.time(),
+                levelno=logging.WARNING,
+                levelname="WARNING",
+                message=f"{n} records dropped",
+                logger="supabase_log_handler",
+                pathname="",
+                lineno=0,
+                func=None,
+                thread=thread,
+                process=None,
+                exc=None,
+                run_id=run_id,
+                step=None,
+                extras={"meta": {"dropped": n, "dropped_by_level": totals}},
+            )
+            return ("log", *snap)
+
+        return self.queue.put_drop_report(row, 512)
 
 
 def _levelno(entry: Entry) -> int:
     if entry.kind != "log":
         return 1_000
-    return int(logging.getLevelName(str(entry.row.get("level", "INFO")))) if entry.row.get("level") else logging.INFO
+    return (
+        int(logging.getLevelName(str(entry.row.get("level", "INFO"))))
+        if entry.row.get("level")
+        else logging.INFO
+    )

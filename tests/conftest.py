@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from stack.fixtures import *  # noqa: F403 - the stack's fixtures
 from stack.gateway import Gateway
+
 from supabase_log_handler import SupabaseHandler, context, lifecycle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +65,9 @@ def attach() -> Callable[..., logging.Logger]:
     """Attach a handler to a fresh, non-propagating logger and return the logger."""
     created: list[logging.Logger] = []
 
-    def factory(handler: logging.Handler, name: str = "job", level: int = logging.DEBUG) -> logging.Logger:
+    def factory(
+        handler: logging.Handler, name: str = "job", level: int = logging.DEBUG
+    ) -> logging.Logger:
         logger = logging.getLogger(f"test.{name}.{len(created)}.{id(handler)}")
         logger.handlers = [handler]
         logger.propagate = False
@@ -89,10 +91,16 @@ def run_script(
     """Run Python ``source`` in a fresh interpreter with the project importable."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
     full_env.update(env or {})
-    full_env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(SCRIPTS), full_env.get("PYTHONPATH", "")])
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(SCRIPTS), full_env.get("PYTHONPATH", "")]
+    )
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(source)],
-        env=full_env, cwd=cwd, capture_output=True, text=True, timeout=timeout_s,
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"script failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from conftest import last_json_line, run_script
-
 from stack.fixtures import Db
 from stack.gateway import Gateway
+
 from supabase_log_handler import SupabaseHandler, start_run
 
 
@@ -20,10 +20,15 @@ def _logs(db: Db, run_id: str) -> list[dict[str, Any]]:
         "select level, step, message, meta, timestamp, id from logs where run_id = %s order by timestamp, id",
         (run_id,),
     )
-    return [dict(zip(("level", "step", "message", "meta", "timestamp", "id"), r)) for r in rows]
+    return [
+        dict(zip(("level", "step", "message", "meta", "timestamp", "id"), r, strict=False))
+        for r in rows
+    ]
 
 
-def test_dictconfig_root_logger_captures_script_library_and_exception_rows(db: Db, supabase_env: dict[str, str]) -> None:
+def test_dictconfig_root_logger_captures_script_library_and_exception_rows(
+    db: Db, supabase_env: dict[str, str]
+) -> None:
     """Through dictConfig on the root logger (at DEBUG), exactly the logged records arrive, correctly mapped."""
     out = run_script(
         """
@@ -59,12 +64,21 @@ def test_dictconfig_root_logger_captures_script_library_and_exception_rows(db: D
     assert info["flushed"] is True
     rows = _logs(db, info["run_id"])
     loggers = [r["meta"]["log"]["logger"] for r in rows]
-    assert not [n for n in loggers if n.split(".")[0] in ("httpx", "httpcore", "hpack", "postgrest", "supabase")]
+    assert not [
+        n
+        for n in loggers
+        if n.split(".")[0] in ("httpx", "httpcore", "hpack", "postgrest", "supabase")
+    ]
     by_message = {r["message"]: r for r in rows}
     expected = {
-        "debug line": "DEBUG", "processed 3 items": "INFO", "slow page": "WARNING",
-        "vendorlib fetching 2 items": "DEBUG", "vendorlib fetched 2 items": "INFO",
-        "lookup failed": "ERROR", "disk on fire": "ERROR", "custom level": "WARNING",
+        "debug line": "DEBUG",
+        "processed 3 items": "INFO",
+        "slow page": "WARNING",
+        "vendorlib fetching 2 items": "DEBUG",
+        "vendorlib fetched 2 items": "INFO",
+        "lookup failed": "ERROR",
+        "disk on fire": "ERROR",
+        "custom level": "WARNING",
     }
     for message, level in expected.items():
         assert by_message[message]["level"] == level, message
@@ -77,7 +91,11 @@ def test_dictconfig_root_logger_captures_script_library_and_exception_rows(db: D
     assert processed["meta"]["log"]["function"] is not None and processed["meta"]["log"]["line"] > 0
     assert processed["timestamp"].timestamp() >= info["before"] - 1
     exc = by_message["lookup failed"]["meta"]["exception"]
-    assert exc["type"] == "KeyError" and "Traceback" in exc["traceback"] and "'missing'" in exc["message"]
+    assert (
+        exc["type"] == "KeyError"
+        and "Traceback" in exc["traceback"]
+        and "'missing'" in exc["message"]
+    )
     assert by_message["disk on fire"]["meta"]["level"] == {"name": "CRITICAL", "no": 50}
     assert by_message["custom level"]["meta"]["level"] == {"name": "Level 25", "no": 25}
     assert by_message["vendorlib fetched 2 items"]["meta"]["log"]["logger"] == "vendorlib.client"
@@ -101,11 +119,13 @@ def test_run_success_records_status_metrics_and_duration(
         run.set(sync_end_date="2025-10-25T01:45:07+00:00")
         run.metadata["overlap_hours"] = 1
     assert handler.flush(10)
-    (status, fetched, inserted, updated, cost, finished, duration, mode, trig, end, meta) = db.fetch(
-        "select status, records_fetched, records_inserted, records_updated, api_cost, finished_at,"
-        " duration_ms, sync_mode, triggered_by, sync_end_date, metadata from runs where id = %s",
-        (run.id,),
-    )[0]
+    (status, fetched, inserted, updated, cost, finished, duration, mode, trig, end, meta) = (
+        db.fetch(
+            "select status, records_fetched, records_inserted, records_updated, api_cost, finished_at,"
+            " duration_ms, sync_mode, triggered_by, sync_end_date, metadata from runs where id = %s",
+            (run.id,),
+        )[0]
+    )
     assert (status, fetched, inserted, updated, float(cost)) == ("success", 150, 15, 140, 0.75)
     assert finished is not None and duration is not None and duration >= 0
     assert (mode, trig, end.isoformat()) == ("incremental", "cron", "2025-10-25T01:45:07+00:00")
@@ -120,9 +140,12 @@ def test_run_exception_marks_error_and_writes_traceback_row(
     """An exception inside a run marks it error with the message and an ERROR row with the traceback, then propagates."""
     handler = make_handler()
     logging.getLogger().addHandler(handler)
-    with pytest.raises(RuntimeError, match="VAPI returned 502"), start_run("qci-analysis") as run:
-        with run.step("ANALYZE"):
-            raise RuntimeError("VAPI returned 502")
+    with (
+        pytest.raises(RuntimeError, match="VAPI returned 502"),
+        start_run("qci-analysis") as run,
+        run.step("ANALYZE"),
+    ):
+        raise RuntimeError("VAPI returned 502")
     assert handler.flush(10)
     status, error = db.fetch("select status, error_message from runs where id = %s", (run.id,))[0]
     assert status == "error" and error == "RuntimeError: VAPI returned 502"
@@ -135,7 +158,9 @@ def test_run_exception_marks_error_and_writes_traceback_row(
     assert "VAPI returned 502" in row["meta"]["exception"]["traceback"]
 
 
-def test_decorator_makes_one_run_per_call(db: Db, make_handler: Callable[..., SupabaseHandler]) -> None:
+def test_decorator_makes_one_run_per_call(
+    db: Db, make_handler: Callable[..., SupabaseHandler]
+) -> None:
     """start_run as a decorator opens a new run for each call and none for the decoration."""
     handler = make_handler()
     logging.getLogger().addHandler(handler)
@@ -153,7 +178,10 @@ def test_decorator_makes_one_run_per_call(db: Db, make_handler: Callable[..., Su
     job()
     job()
     assert handler.flush(10)
-    rows = db.fetch("select id, status from runs where script_name = 'decorated-job' and id = any(%s::uuid[])", (ids,))
+    rows = db.fetch(
+        "select id, status from runs where script_name = 'decorated-job' and id = any(%s::uuid[])",
+        (ids,),
+    )
     assert sorted(str(r[0]) for r in rows) == sorted(ids) and {r[1] for r in rows} == {"success"}
     assert len(set(ids)) == 2
 
@@ -177,13 +205,22 @@ def test_subprocess_that_simply_ends_delivers_10000_rows_in_large_batches(
     )
     run_id = last_json_line(out.stdout)["run_id"]
     assert db.fetchval("select count(*) from logs where run_id = %s", (run_id,)) == 10000
-    assert db.fetchval("select count(distinct message) from logs where run_id = %s", (run_id,)) == 10000
-    posts = [r for r in gateway.requests if r.method == "POST" and r.path.endswith("/logs") and r.status < 300]
+    assert (
+        db.fetchval("select count(distinct message) from logs where run_id = %s", (run_id,))
+        == 10000
+    )
+    posts = [
+        r
+        for r in gateway.requests
+        if r.method == "POST" and r.path.endswith("/logs") and r.status < 300
+    ]
     assert sum(r.rows for r in posts) >= 10000
     assert sum(r.rows for r in posts) / len(posts) >= 100
 
 
-def test_eight_threads_keep_their_order(db: Db, make_handler: Callable[..., SupabaseHandler]) -> None:
+def test_eight_threads_keep_their_order(
+    db: Db, make_handler: Callable[..., SupabaseHandler]
+) -> None:
     """Rows of 8 concurrent threads are all present and each thread's order holds by (timestamp, id)."""
     handler = make_handler(max_batch_rows=300)
     logging.getLogger().addHandler(handler)
@@ -260,20 +297,33 @@ def test_handler_works_unchanged_on_the_seeds_schema(
         "select status, legacy_id, records_fetched from runs where id = %s", (run.id,)
     )[0]
     assert (status, fetched) == ("success", 150) and legacy >= 1
-    assert seeds_db.fetch("select message, meta->>'count' from logs where run_id = %s", (run.id,)) == [
-        ("Found 150 contacts", "150")
-    ]
+    assert seeds_db.fetch(
+        "select message, meta->>'count' from logs where run_id = %s", (run.id,)
+    ) == [("Found 150 contacts", "150")]
 
 
-def test_migrations_apply_twice_and_over_the_seeds_tables(fresh_gateway: Callable[..., Any]) -> None:
+def test_migrations_apply_twice_and_over_the_seeds_tables(
+    fresh_gateway: Callable[..., Any],
+) -> None:
     """The migration is idempotent, also over a database that already has the seeds' tables."""
     from pathlib import Path
 
-    sql = "\n".join(p.read_text() for p in sorted((Path(__file__).parent.parent / "migrations").glob("*.sql")))
+    sql = "\n".join(
+        p.read_text() for p in sorted((Path(__file__).parent.parent / "migrations").glob("*.sql"))
+    )
     _, seeded = fresh_gateway(migrations=False, sql=SEEDS_DDL)
     seeded.execute(sql)
     seeded.execute(sql)
-    policies = seeded.fetchval("select count(*) from pg_policies where tablename in ('runs', 'logs')")
+    policies = seeded.fetchval(
+        "select count(*) from pg_policies where tablename in ('runs', 'logs')"
+    )
     assert policies == 4
-    assert seeded.fetchval("select bool_and(relrowsecurity) from pg_class where relname in ('runs', 'logs')")
-    assert seeded.fetchval("select count(*) from information_schema.columns where table_name = 'runs' and column_name = 'legacy_id'") == 1
+    assert seeded.fetchval(
+        "select bool_and(relrowsecurity) from pg_class where relname in ('runs', 'logs')"
+    )
+    assert (
+        seeded.fetchval(
+            "select count(*) from information_schema.columns where table_name = 'runs' and column_name = 'legacy_id'"
+        )
+        == 1
+    )

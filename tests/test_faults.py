@@ -15,16 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from conftest import ROOT, SCRIPTS, last_json_line, run_script, wait_until
-
 from stack.fixtures import Db
 from stack.gateway import Gateway
+
 from supabase_log_handler import SupabaseHandler, start_run
 from supabase_log_handler.spool import Spool
 
 
 def _count(db: Db, run_id: str) -> tuple[int, int]:
     """(rows, distinct messages) of a run."""
-    return db.fetch("select count(*), count(distinct message) from logs where run_id = %s", (run_id,))[0]
+    return db.fetch(
+        "select count(*), count(distinct message) from logs where run_id = %s", (run_id,)
+    )[0]
 
 
 class _CollectorPauses:
@@ -45,7 +47,9 @@ class _CollectorPauses:
 
 
 def test_outage_of_30s_loses_and_duplicates_nothing_and_never_slows_the_caller(
-    external_gateway: tuple[Any, Db], make_handler: Callable[..., SupabaseHandler], attach: Callable[..., logging.Logger]
+    external_gateway: tuple[Any, Db],
+    make_handler: Callable[..., SupabaseHandler],
+    attach: Callable[..., logging.Logger],
 ) -> None:
     """Gateway down for 30 s while 50,000 rows are logged: exactly 50,000 arrive, no call waits over 10 ms.
 
@@ -93,14 +97,19 @@ def test_outage_of_30s_loses_and_duplicates_nothing_and_never_slows_the_caller(
     assert handler.stats()["spooled"] > 0
     assert _count(edb, run.id) == (50_000, 50_000)
     assert edb.fetchval("select status from runs where id = %s", (run.id,)) == "success"
-    waited = [(i, round((total - gc_s) * 1000, 1)) for i, total, gc_s in slow if total - gc_s >= 0.010]
+    waited = [
+        (i, round((total - gc_s) * 1000, 1)) for i, total, gc_s in slow if total - gc_s >= 0.010
+    ]
     assert not waited, f"logging calls that waited 10 ms or more (index, ms): {waited}"
     full_collections = sum(1 for *_, gen in pauses.intervals if gen == 2)
     assert full_collections <= 5, f"{full_collections} full collections during 50,000 calls"
 
 
 def test_timeout_after_commit_does_not_duplicate(
-    db: Db, gateway_faults: Gateway, make_handler: Callable[..., SupabaseHandler], attach: Callable[..., logging.Logger]
+    db: Db,
+    gateway_faults: Gateway,
+    make_handler: Callable[..., SupabaseHandler],
+    attach: Callable[..., logging.Logger],
 ) -> None:
     """The server commits but answers after the client's timeout: the retry creates no second row."""
     gw = gateway_faults
@@ -126,22 +135,31 @@ def test_exit_with_backend_down_spools_everything_within_deadline_then_next_proc
     env = {**supabase_env, "SUPABASE_LOG_SPOOL": str(spool), "SUPABASE_LOG_SHUTDOWN_TIMEOUT_S": "2"}
     gateway_faults.stop()
     proc = subprocess.Popen(
-        [sys.executable, "-c", """
+        [
+            sys.executable,
+            "-c",
+            """
 import json, logging, sys, time
 from supabase_log_handler import SupabaseHandler, context
 logging.basicConfig(level=logging.INFO, handlers=[SupabaseHandler(script_name="exit-down")])
 for i in range(3000):
     logging.getLogger("job").info("spooled %d", i)
 print(json.dumps({"run_id": context.current_run().id, "done_at": time.time()}), flush=True)
-"""],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+""",
+        ],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     out, err = proc.communicate(timeout=60)
     ended_at = time.time()
     assert proc.returncode == 0, err
     info = json.loads(out.strip().splitlines()[-1])
     assert ended_at - info["done_at"] <= 2 + 1.0, f"exit took {ended_at - info['done_at']:.2f}s"
-    assert Spool(spool, max_bytes=10**9).pending() == 3000 + 2  # rows + the run's open and final states
+    assert (
+        Spool(spool, max_bytes=10**9).pending() == 3000 + 2
+    )  # rows + the run's open and final states
     assert _count(db, info["run_id"]) == (0, 0)
     gateway_faults.start()
     run_script(
@@ -165,12 +183,20 @@ def test_sigkill_with_disk_durability_loses_nothing_the_worker_took(
     gw, kdb = fresh_gateway()
     spool = tmp_path / "spool.sqlite3"
     env = {
-        "SUPABASE_URL": gw.url, "SUPABASE_SERVICE_ROLE_KEY": gw.service_key,
-        "SUPABASE_LOG_SPOOL": str(spool), "SUPABASE_LOG_DURABILITY": "disk", "SUPABASE_LOG_MAX_BATCH_ROWS": "200",
+        "SUPABASE_URL": gw.url,
+        "SUPABASE_SERVICE_ROLE_KEY": gw.service_key,
+        "SUPABASE_LOG_SPOOL": str(spool),
+        "SUPABASE_LOG_DURABILITY": "disk",
+        "SUPABASE_LOG_MAX_BATCH_ROWS": "200",
     }
-    gw.delay_response_s = 60.0  # the first batch is committed, then its answer hangs: later rows wait
+    gw.delay_response_s = (
+        60.0  # the first batch is committed, then its answer hangs: later rows wait
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-c", """
+        [
+            sys.executable,
+            "-c",
+            """
 import json, logging, sys, time
 from supabase_log_handler import SupabaseHandler, context
 h = SupabaseHandler(script_name="killed", flush_interval_s=0.1)
@@ -182,8 +208,12 @@ while h._pipeline.queue.rows and time.monotonic() < deadline:
     time.sleep(0.01)
 print(json.dumps({"run_id": context.current_run().id, "queued": h._pipeline.queue.rows}), flush=True)
 time.sleep(120)
-"""],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+""",
+        ],
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())
@@ -201,13 +231,17 @@ time.sleep(120)
         """,
         env,
     )
-    rows = kdb.fetch("select count(*), count(distinct message) from logs where run_id = %s", (info["run_id"],))
+    rows = kdb.fetch(
+        "select count(*), count(distinct message) from logs where run_id = %s", (info["run_id"],)
+    )
     assert rows == [(2000, 2000)]
 
 
 def test_one_bad_row_in_a_1000_row_batch_is_isolated_and_dead_lettered(
-    fresh_gateway: Callable[..., Any], make_handler: Callable[..., SupabaseHandler],
-    attach: Callable[..., logging.Logger], tmp_path: Path,
+    fresh_gateway: Callable[..., Any],
+    make_handler: Callable[..., SupabaseHandler],
+    attach: Callable[..., logging.Logger],
+    tmp_path: Path,
 ) -> None:
     """One row breaking a constraint: the other 999 land, the bad one is a dead letter with 23514."""
     gw, bdb = fresh_gateway()
@@ -223,11 +257,17 @@ def test_one_bad_row_in_a_1000_row_batch_is_isolated_and_dead_lettered(
     posts = [r for r in gw.requests if r.method == "POST" and r.path.endswith("/logs")]
     assert posts[0].rows == 1000 and posts[0].status == 400
     dead = Spool(tmp_path / "spool.sqlite3", max_bytes=10**9).dead()
-    assert len(dead) == 1 and dead[0]["row"]["message"] == "poison" and dead[0]["error_code"] == "23514"
+    assert (
+        len(dead) == 1
+        and dead[0]["row"]["message"] == "poison"
+        and dead[0]["error_code"] == "23514"
+    )
     assert handler.stats()["dead_lettered"] == 1
 
 
-def test_multiprocessing_pool_workers_deliver_every_row_once(db: Db, supabase_env: dict[str, str], tmp_path: Path) -> None:
+def test_multiprocessing_pool_workers_deliver_every_row_once(
+    db: Db, supabase_env: dict[str, str], tmp_path: Path
+) -> None:
     """A fork Pool of 4 workers logging 1,000 rows each gives exactly 4,000 rows in the parent's run."""
     out = run_script(
         """
@@ -252,7 +292,8 @@ def test_multiprocessing_pool_workers_deliver_every_row_once(db: Db, supabase_en
     run_id = last_json_line(out.stdout)["run_id"]
     assert _count(db, run_id) == (4001, 4001)
     assert db.fetch(
-        "select meta->>'worker', count(*) from logs where run_id = %s and meta ? 'worker' group by 1 order by 1", (run_id,)
+        "select meta->>'worker', count(*) from logs where run_id = %s and meta ? 'worker' group by 1 order by 1",
+        (run_id,),
     ) == [("0", 1000), ("1", 1000), ("2", 1000), ("3", 1000)]
 
 

@@ -148,7 +148,10 @@ def test_bool_parsing_from_env(raw: str, expected: bool, no_env_file: Path) -> N
 
 def test_empty_env_value_means_unset(no_env_file: Path) -> None:
     """An empty variable (``SUPABASE_LOG_REDACT=``) leaves the default in place, never turning safety off."""
-    s = load(environ={"SUPABASE_LOG_REDACT": "", "SUPABASE_LOG_MAX_QUEUE_ROWS": " "}, env_file=no_env_file)
+    s = load(
+        environ={"SUPABASE_LOG_REDACT": "", "SUPABASE_LOG_MAX_QUEUE_ROWS": " "},
+        env_file=no_env_file,
+    )
     assert s.redact is True
     assert s.max_queue_rows == FIELDS["max_queue_rows"].default
 

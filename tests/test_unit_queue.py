@@ -6,8 +6,6 @@ import logging
 import threading
 import time
 
-import pytest
-
 from supabase_log_handler.queue import CONTROL_LEVEL, RecordQueue
 
 DEBUG, INFO, WARNING, ERROR = logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR

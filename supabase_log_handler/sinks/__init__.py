@@ -34,5 +34,8 @@ class Sink(Protocol):
     ) -> list[dict[str, Any]]:
         """Rows matching every filter, ordered by (column, descending) pairs."""
 
+    def prepare(self) -> None:
+        """Load and create what the sink needs (the ``supabase`` client); no network I/O."""
+
     def close(self) -> None:
         """Release connections; safe twice."""

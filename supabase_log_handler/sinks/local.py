@@ -19,10 +19,25 @@ from ..errors import DataError, TransientError
 from . import Filter
 
 RUN_COLUMNS = (
-    "id", "batch_id", "script_name", "triggered_by", "started_at", "finished_at", "duration_ms",
-    "status", "error_message", "records_fetched", "records_inserted", "records_updated",
-    "records_failed", "sync_mode", "sync_start_date", "sync_end_date", "calls_analyzed",
-    "api_cost", "metadata",
+    "id",
+    "batch_id",
+    "script_name",
+    "triggered_by",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "status",
+    "error_message",
+    "records_fetched",
+    "records_inserted",
+    "records_updated",
+    "records_failed",
+    "sync_mode",
+    "sync_start_date",
+    "sync_end_date",
+    "calls_analyzed",
+    "api_cost",
+    "metadata",
 )
 LOG_COLUMNS = ("id", "run_id", "timestamp", "level", "step", "message", "meta")
 JSON_COLUMNS = {"meta", "metadata"}
@@ -71,7 +86,9 @@ class LocalSink:
 
     name = "local"
 
-    def __init__(self, path: str | os.PathLike[str], *, runs_table: str = "runs", logs_table: str = "logs") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, runs_table: str = "runs", logs_table: str = "logs"
+    ) -> None:
         self.path = Path(path)
         self.runs_table = runs_table
         self.logs_table = logs_table
@@ -87,6 +104,9 @@ class LocalSink:
             conn.executescript(_DDL.format(runs=self.runs_table, logs=self.logs_table))
             self._local.conn = conn
         return conn
+
+    def prepare(self) -> None:
+        self._conn()
 
     def _write(self, sql: str, params: list[tuple[Any, ...]]) -> None:
         conn = self._conn()
@@ -105,7 +125,9 @@ class LocalSink:
     @staticmethod
     def _values(row: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
         return tuple(
-            json.dumps(row.get(c), ensure_ascii=False) if c in JSON_COLUMNS and row.get(c) is not None else row.get(c)
+            json.dumps(row.get(c), ensure_ascii=False)
+            if c in JSON_COLUMNS and row.get(c) is not None
+            else row.get(c)
             for c in columns
         )
 
@@ -161,7 +183,7 @@ class LocalSink:
         names = [d[0] for d in cur.description]
         out = []
         for values in cur.fetchall():
-            row = dict(zip(names, values))
+            row = dict(zip(names, values, strict=False))
             row.pop("pushed", None)
             for c in JSON_COLUMNS & row.keys():
                 if isinstance(row[c], str):
@@ -173,11 +195,13 @@ class LocalSink:
     def unpushed(self, table: str, limit: int) -> list[dict[str, Any]]:
         """Rows not yet uploaded, oldest first."""
         key = "started_at" if table == self.runs_table else "timestamp"
-        cur = self._conn().execute(f"select * from {table} where pushed = 0 order by {key}, id limit ?", (limit,))
+        cur = self._conn().execute(
+            f"select * from {table} where pushed = 0 order by {key}, id limit ?", (limit,)
+        )
         names = [d[0] for d in cur.description]
         rows = []
         for values in cur.fetchall():
-            row = dict(zip(names, values))
+            row = dict(zip(names, values, strict=False))
             row.pop("pushed", None)
             for c in JSON_COLUMNS & row.keys():
                 if isinstance(row[c], str):

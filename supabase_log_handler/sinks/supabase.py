@@ -10,6 +10,7 @@ TransientError, SetupError or DataError.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import time
 from typing import Any
@@ -22,7 +23,9 @@ _TRANSIENT_CODES = {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "57014", "57
 _TRANSIENT_CLASSES = ("08", "40", "53", "55P03")
 
 FIX_MIGRATIONS = "apply the migrations: `supabase-log migrate` (or paste `supabase-log migrate --print` into the SQL editor)"
-FIX_KEY = "use the service role (secret) key from the project's API settings as SUPABASE_SERVICE_ROLE_KEY"
+FIX_KEY = (
+    "use the service role (secret) key from the project's API settings as SUPABASE_SERVICE_ROLE_KEY"
+)
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -41,7 +44,9 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def classify(exc: BaseException, status: int | None = None, retry_after: str | None = None) -> DeliveryError:
+def classify(
+    exc: BaseException, status: int | None = None, retry_after: str | None = None
+) -> DeliveryError:
     """Map any failure of a PostgREST call to the project's error kinds."""
     import httpx
 
@@ -50,7 +55,9 @@ def classify(exc: BaseException, status: int | None = None, retry_after: str | N
     if isinstance(exc, httpx.TimeoutException):
         return TransientError(f"request timed out ({type(exc).__name__})", code="timeout")
     if isinstance(exc, (httpx.TransportError, ConnectionError, OSError)):
-        return TransientError(f"cannot reach Supabase ({type(exc).__name__}: {exc})", code="network")
+        return TransientError(
+            f"cannot reach Supabase ({type(exc).__name__}: {exc})", code="network"
+        )
     if isinstance(exc, (ValueError, UnicodeError)) and not _is_api_error(exc):
         return DataError(f"the client refused the rows: {exc}", code="client")
     if not _is_api_error(exc):
@@ -66,27 +73,49 @@ def _is_api_error(exc: BaseException) -> bool:
     return type(exc).__name__ == "APIError" and hasattr(exc, "code")
 
 
-def classify_response(code: str, message: str, status: int | None, retry_after: str | None = None) -> DeliveryError:
+def classify_response(
+    code: str, message: str, status: int | None, retry_after: str | None = None
+) -> DeliveryError:
     """Map a PostgREST error (code, message, HTTP status) to the project's error kinds."""
     if len(code) == 3 and code.isdigit():  # a non-JSON error body: postgrest puts the status here
         status = status or int(code)
         code = ""
     if code.startswith("54"):  # program limit exceeded: this payload will never fit
         return DataError(message, code=code, status=status)
-    if code in _TRANSIENT_CODES or code.startswith(_TRANSIENT_CLASSES) or (status in _TRANSIENT_STATUS):
-        return TransientError(message, code=code or None, status=status, retry_after_s=parse_retry_after(retry_after))
+    if (
+        code in _TRANSIENT_CODES
+        or code.startswith(_TRANSIENT_CLASSES)
+        or (status in _TRANSIENT_STATUS)
+    ):
+        return TransientError(
+            message, code=code or None, status=status, retry_after_s=parse_retry_after(retry_after)
+        )
     if code in ("PGRST205", "42P01") or (status == 404 and not code.startswith("PGRST")):
-        return SetupError(f"the table is missing ({message})", fix=FIX_MIGRATIONS, code=code, status=status)
+        return SetupError(
+            f"the table is missing ({message})", fix=FIX_MIGRATIONS, code=code, status=status
+        )
     if code in ("PGRST204", "42703"):
-        return SetupError(f"a column is missing ({message})", fix=FIX_MIGRATIONS, code=code, status=status)
+        return SetupError(
+            f"a column is missing ({message})", fix=FIX_MIGRATIONS, code=code, status=status
+        )
     if code == "PGRST106":
-        return SetupError(f"the schema is not exposed ({message})", fix="expose the schema in the API settings, or set SUPABASE_LOG_SCHEMA", code=code, status=status)
+        return SetupError(
+            f"the schema is not exposed ({message})",
+            fix="expose the schema in the API settings, or set SUPABASE_LOG_SCHEMA",
+            code=code,
+            status=status,
+        )
     if code.startswith("PGRST3") or code == "42501" or status in (401, 403):
         return SetupError(f"permission denied ({message})", fix=FIX_KEY, code=code, status=status)
     if code[:2] in ("22", "23") or code in ("PGRST102", "P0001") or status in (400, 409, 413, 422):
         return DataError(message, code=code or None, status=status)
     if status is not None and 300 <= status < 500:
-        return SetupError(f"unexpected HTTP {status} ({message})", fix="check SUPABASE_URL", code=code, status=status)
+        return SetupError(
+            f"unexpected HTTP {status} ({message})",
+            fix="check SUPABASE_URL",
+            code=code,
+            status=status,
+        )
     return TransientError(message, code=code or None, status=status)
 
 
@@ -95,7 +124,9 @@ class SupabaseSink:
 
     name = "supabase"
 
-    def __init__(self, url: str, key: str, *, schema: str = "public", request_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, url: str, key: str, *, schema: str = "public", request_timeout_s: float = 10.0
+    ) -> None:
         self._url = url
         self._key = key
         self._schema = schema
@@ -129,6 +160,9 @@ class SupabaseSink:
             self._client = create_client(self._url, self._key, options)
             self._client.postgrest  # noqa: B018 - initialise now, on this thread
         return self._client
+
+    def prepare(self) -> None:
+        self._get_client()
 
     def _run(self, build: Any) -> Any:
         self._status = None
@@ -179,7 +213,5 @@ class SupabaseSink:
     def close(self) -> None:
         http, self._http, self._client = self._http, None, None
         if http is not None:
-            try:
+            with contextlib.suppress(Exception):
                 http.close()
-            except Exception:
-                pass

@@ -36,10 +36,25 @@ class ExternalGateway:
     def start(self) -> ExternalGateway:
         if self._proc is not None:
             return self
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_TESTS), os.environ.get("PYTHONPATH", "")])}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(_TESTS), os.environ.get("PYTHONPATH", "")]),
+        }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stack.gateway", self.dsn, "--port", str(self.port), "--jwt-secret", self.jwt_secret],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "stack.gateway",
+                self.dsn,
+                "--port",
+                str(self.port),
+                "--jwt-secret",
+                self.jwt_secret,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert proc.stdout is not None
         line = proc.stdout.readline()  # the child prints READY as soon as it listens

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Run every check on a fresh machine: lint, types and the whole test suite, which
+# starts its own PostgreSQL (installed here from the distribution if missing).
+# Extra arguments go to pytest.
+. "$(dirname "$0")/_venv.sh" test
+
+have_postgres() {
+  command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+if ! have_postgres; then
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
+fi
+
+.venv/bin/ruff check supabase_log_handler tests benchmarks examples
+.venv/bin/mypy supabase_log_handler
+# pytest exits 5 when it collected no test: that is a failure too (set -e).
+exec .venv/bin/python -m pytest -q "$@"
