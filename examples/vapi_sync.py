@@ -25,10 +25,10 @@ from supabase_log_handler import (
 log = logging.getLogger("vapi_sync")
 
 
-def fetch_calls(since: dt.datetime, until: dt.datetime) -> list[dict[str, object]]:
+def fetch_calls(since: str, until: dt.datetime) -> list[dict[str, object]]:
     """Stands in for the VAPI API: a page of calls made in the window."""
     rng = random.Random(int(until.timestamp()) // 3600)
-    log.debug("GET /call?createdAtGt=%s", since.isoformat())
+    log.debug("GET /call?createdAtGt=%s", since)
     return [
         {
             "id": f"call-{rng.randrange(10**6):06d}",
@@ -43,14 +43,15 @@ def main() -> None:
     install()  # one line: the handler on the root logger (and a console handler if none)
     previous = last_successful_run("vapi-sync")
     now = dt.datetime.now(dt.timezone.utc)
+    # The stored value is passed through as text: the database's ISO format is what the API wants.
     since = (
-        dt.datetime.fromisoformat(previous["sync_end_date"])
+        str(previous["sync_end_date"])
         if previous and previous.get("sync_end_date")
-        else now - dt.timedelta(days=1)
+        else (now - dt.timedelta(days=1)).isoformat()
     )
     with start_run("vapi-sync", sync_mode="incremental", sync_start_date=since) as run:
         with run.step(START):
-            log.info("Starting VAPI synchronization", extra={"meta": {"since": since.isoformat()}})
+            log.info("Starting VAPI synchronization", extra={"meta": {"since": since}})
         with run.step(FETCH):
             calls = fetch_calls(since, now)
             run.set(records_fetched=len(calls))

@@ -99,6 +99,21 @@ revoke all on table public.runs, public.logs from authenticated;
 grant select on table public.runs, public.logs to authenticated;
 grant select, insert, update, delete on table public.runs, public.logs to service_role;
 
+-- Older `runs` tables fill `legacy_id` from a sequence; inserting needs its use.
+do $$
+declare seq regclass;
+begin
+  for seq in  -- sequences that defaults of public.runs call through nextval()
+    select c.oid::regclass from pg_attrdef a
+    join pg_depend d on d.objid = a.oid and d.classid = 'pg_attrdef'::regclass
+      and d.refclassid = 'pg_class'::regclass
+    join pg_class c on c.oid = d.refobjid and c.relkind = 'S'
+    where a.adrelid = 'public.runs'::regclass
+  loop
+    execute format('grant usage, select on sequence %s to service_role', seq);
+  end loop;
+end $$;
+
 drop policy if exists "service_role full access to runs" on public.runs;
 create policy "service_role full access to runs" on public.runs
   for all to service_role using (true) with check (true);

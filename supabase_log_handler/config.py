@@ -259,6 +259,13 @@ class Settings(NamedTuple):
         return Path(self.spool_path) if self.spool_path else data_dir() / "spool.sqlite3"
 
     @property
+    def destination(self) -> str:
+        """Where rows go, as the spool labels its entries: never mixed between projects."""
+        if self.uses_supabase:
+            return f"supabase:{(self.url or '').rstrip('/')}|{self.schema}|{self.runs_table}|{self.logs_table}"
+        return f"local:{self.resolved_local_path}"
+
+    @property
     def resolved_local_path(self) -> Path:
         return Path(self.local_path) if self.local_path else data_dir() / "local.sqlite3"
 

@@ -55,8 +55,11 @@ class SupabaseHandler(logging.Handler):
     def __init__(
         self, level: int | str | None = None, *, env_file: str | None = None, **settings: Any
     ) -> None:
+        # Settings first: a constructor that raises must not leave a half-built handler
+        # registered with logging (logging.shutdown would call close() on it at exit).
+        loaded = load_settings(settings, env_file=env_file)
         super().__init__(_default_level() if level is None else level)
-        self.settings: Settings = load_settings(settings, env_file=env_file)
+        self.settings: Settings = loaded
         s = self.settings
         self.redactor = Redactor(
             enabled=s.redact, extra_keys=s.redact_keys.split(","), literals=[s.key]
@@ -92,6 +95,8 @@ class SupabaseHandler(logging.Handler):
             d = record.__dict__
             run_id = d.get("run_id")
             step = d.get("step")
+            if run_id is not None and step is None:  # e.g. run.logger() inside run.step(...)
+                step = context.current_step(context.lookup(str(run_id)))
             if run_id is None:
                 run = context.current_run() or self._implicit_run()
                 if run is None:
@@ -280,6 +285,8 @@ def install(
         root.addHandler(stream)
     root.addHandler(handler)
     numeric = logging.getLevelName(level) if isinstance(level, str) else level
+    if isinstance(numeric, int) and handler.level != logging.NOTSET:
+        numeric = min(numeric, handler.level)  # SUPABASE_LOG_LEVEL=DEBUG / DEBUG=true
     if isinstance(numeric, int) and (root.level == logging.NOTSET or root.level > numeric):
         root.setLevel(numeric)
     return handler

@@ -68,7 +68,11 @@ class Pipeline:
         self.pid = os.getpid()
         self.stats = Stats()
         self.queue = RecordQueue(max_rows=s.max_queue_rows, max_bytes=s.max_queue_bytes)
-        self.spool = Spool(s.resolved_spool_path, max_bytes=s.max_spool_bytes) if s.spool else None
+        self.spool = (
+            Spool(s.resolved_spool_path, max_bytes=s.max_spool_bytes, destination=s.destination)
+            if s.spool
+            else None
+        )
         self.breaker = Breaker(probe_interval_s=s.probe_interval_s)
         self.sender = Sender(
             sink_factory=lambda: self.sink_factory(),

@@ -62,7 +62,11 @@ def last_successful_run(script_name: str, **settings: Any) -> dict[str, Any] | N
     sink, s = reader(**settings)
     rows = sink.select(
         s.runs_table,
-        filters=[("script_name", "eq", script_name), ("status", "eq", "success")],
+        filters=[
+            ("script_name", "eq", script_name),
+            ("status", "eq", "success"),
+            ("finished_at", "not_null", None),  # descending order puts NULLs first in PostgreSQL
+        ],
         order=[("finished_at", True)],
         limit=1,
     )

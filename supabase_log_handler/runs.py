@@ -405,6 +405,10 @@ def start_run(
         from .handler import install
 
         install()
+    if triggered_by is None:  # the handler's setting (keyword, environment or .env), if any
+        triggered_by = next(
+            (h.settings.triggered_by for h in list(_listeners) if h.settings.triggered_by), None
+        )
     return Run(
         script_name,
         triggered_by=triggered_by,

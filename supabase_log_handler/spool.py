@@ -40,11 +40,13 @@ create table if not exists entries (
   lease_until real not null default 0,
   error_code text,
   error text,
-  created real not null
+  created real not null,
+  dest text not null default ''
 );
 create unique index if not exists entries_kind_row on entries (kind, row_id);
 create index if not exists entries_pending on entries (state, seq);
 """
+_MIGRATE = "alter table entries add column dest text not null default ''"  # files made before dest
 _BUSY_TIMEOUT_S = 2.0
 FOREVER = 1e18
 
@@ -88,9 +90,15 @@ class SpoolFullError(Exception):
 class Spool:
     """Thread-safe access to one spool file; one SQLite connection per thread."""
 
-    def __init__(self, path: str | os.PathLike[str], *, max_bytes: int) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, max_bytes: int, destination: str | None = None
+    ) -> None:
+        """``destination`` names where the rows go (project URL and schema, or the local
+        store): entries are claimed only by spools of the same destination, so jobs of
+        several projects can share one file. None reads every destination (inspection)."""
         self.path = Path(path)
         self.max_bytes = max_bytes
+        self.destination = destination
         self.owner = f"{os.getpid()}:{os.urandom(6).hex()}"
         self.owner_pid = os.getpid()
         _local_owners.add(self.owner)
@@ -111,6 +119,9 @@ class Spool:
             with self._ready_lock:
                 if not self._ready:
                     conn.executescript(_SCHEMA)
+                    columns = {row[1] for row in conn.execute("pragma table_info(entries)")}
+                    if "dest" not in columns:
+                        conn.execute(_MIGRATE)
                     self._ready = True
             self._local.conn = conn
         return conn
@@ -140,8 +151,9 @@ class Spool:
         owner, pid, lease = (self.owner, self.owner_pid, FOREVER) if leased else (None, None, 0.0)
         conn = self._conn()
         seqs: list[int] = []
+        dest = self.destination or ""
         if not (leased or want_seqs):
-            self._add_many(conn, entries, now)
+            self._add_many(conn, entries, now, dest)
             return seqs
         conn.execute("begin immediate")
         try:
@@ -151,8 +163,8 @@ class Spool:
                 verb = "insert or replace" if e.kind == "run_final" else "insert or ignore"
                 cur = conn.execute(
                     f"{verb} into entries (kind, target, row_id, payload, owner, owner_pid,"
-                    " lease_until, created) values (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (e.kind, e.target, row_id, payload, owner, pid, lease, now),
+                    " lease_until, created, dest) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (e.kind, e.target, row_id, payload, owner, pid, lease, now, dest),
                 )
                 if cur.rowcount:
                     seqs.append(int(cur.lastrowid or 0))
@@ -169,7 +181,9 @@ class Spool:
         return seqs
 
     @staticmethod
-    def _add_many(conn: sqlite3.Connection, entries: Sequence[Entry], now: float) -> None:
+    def _add_many(
+        conn: sqlite3.Connection, entries: Sequence[Entry], now: float, dest: str
+    ) -> None:
         dumps = json.dumps
         params = [
             (
@@ -178,6 +192,7 @@ class Spool:
                 str(e.row.get("id")),
                 dumps(e.row, ensure_ascii=False, allow_nan=False),
                 now,
+                dest,
             )
             for e in entries
         ]
@@ -185,7 +200,7 @@ class Spool:
         others = [p for p, e in zip(params, entries, strict=False) if e.kind != "run_final"]
         conn.execute("begin immediate")
         try:
-            sql = " into entries (kind, target, row_id, payload, created) values (?, ?, ?, ?, ?)"
+            sql = " into entries (kind, target, row_id, payload, created, dest) values (?, ?, ?, ?, ?, ?)"
             if others:
                 conn.executemany("insert or ignore" + sql, others)
             if finals:
@@ -233,11 +248,12 @@ class Spool:
             gone = [owner for owner, pid in holders if not _owner_alive(owner, int(pid or 0))]
             marks = ", ".join("?" for _ in gone)
             stale = f" or owner in ({marks})" if gone else ""
+            mine, dest = self._dest()
             rows = conn.execute(
                 "select seq, kind, target, payload from entries where state = 'pending'"
-                f" and (owner is null or (owner != ? and (lease_until <= ?{stale})))"
+                f" and (owner is null or (owner != ? and (lease_until <= ?{stale}))){mine}"
                 " order by seq limit ?",
-                (self.owner, now, *gone, limit),
+                (self.owner, now, *gone, *dest, limit),
             ).fetchall()
             conn.executemany(
                 "update entries set owner = ?, owner_pid = ?, lease_until = ? where seq = ?",
@@ -251,24 +267,32 @@ class Spool:
             Entry(kind, target, json.loads(payload), seq) for seq, kind, target, payload in rows
         ]
 
+    def _dest(self) -> tuple[str, tuple[str, ...]]:
+        """SQL condition and parameters that keep a query to this spool's destination."""
+        if self.destination is None:
+            return "", ()
+        return " and dest = ?", (self.destination,)
+
     def find_run(self, run_id: str) -> dict[str, Any] | None:
         """The newest spooled state of a run (final before open), if any."""
+        mine, dest = self._dest()
         found = (
             self._conn()
             .execute(
                 "select payload from entries where row_id = ? and kind in ('run_final', 'run_open')"
-                " order by kind = 'run_final' desc, seq desc limit 1",
-                (run_id,),
+                f"{mine} order by kind = 'run_final' desc, seq desc limit 1",
+                (run_id, *dest),
             )
             .fetchone()
         )
         return json.loads(found[0]) if found else None
 
     def pending(self) -> int:
-        """Entries waiting to be delivered (by anyone)."""
+        """Entries waiting to be delivered (by anyone) to this spool's destination."""
+        mine, dest = self._dest()
         return int(
             self._conn()
-            .execute("select count(*) from entries where state = 'pending'")
+            .execute(f"select count(*) from entries where state = 'pending'{mine}", dest)
             .fetchone()[0]
         )
 

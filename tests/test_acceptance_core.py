@@ -302,6 +302,23 @@ def test_handler_works_unchanged_on_the_seeds_schema(
     ) == [("Found 150 contacts", "150")]
 
 
+def test_migration_makes_the_seeds_tables_writable_for_the_handler(
+    fresh_gateway: Callable[..., Any], make_handler: Callable[..., SupabaseHandler]
+) -> None:
+    """Over the seeds' tables with no grants at all, the migration grants what the handler needs (sequence included)."""
+    bare = SEEDS_DDL.split("grant all on runs")[0]
+    gw, seeded = fresh_gateway(migrations=True, sql=bare)
+    handler = make_handler(gw)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.INFO)
+    with start_run("legacy-grants") as run:
+        logging.getLogger("legacy").info("written through the migration's grants")
+    assert handler.flush(10)
+    assert handler.stats()["dead_lettered"] == 0 and handler.stats()["spooled"] == 0
+    assert seeded.fetchval("select status from runs where id = %s", (run.id,)) == "success"
+    assert seeded.fetchval("select legacy_id from runs where id = %s", (run.id,)) >= 1
+
+
 def test_migrations_apply_twice_and_over_the_seeds_tables(
     fresh_gateway: Callable[..., Any],
 ) -> None:

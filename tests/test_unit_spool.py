@@ -398,3 +398,23 @@ def test_claim_not_starved_by_many_live_leases(spool_path: Path, holders: list[H
     finally:
         spool.close()
         assert holder.release() == 0
+
+
+def test_entries_are_only_claimed_for_their_own_destination(spool_path: Path) -> None:
+    """Two projects sharing one spool file never replay each other's rows."""
+    project_a = Spool(
+        spool_path, max_bytes=MAX_BYTES, destination="supabase:https://a.supabase.co|public"
+    )
+    project_b = Spool(
+        spool_path, max_bytes=MAX_BYTES, destination="supabase:https://b.supabase.co|public"
+    )
+    try:
+        project_a.add([log("for-a")])
+        project_b.add([log("for-b")])
+        assert project_a.pending() == 1 and project_b.pending() == 1
+        assert ids(project_b.claim(10, lease_s=60)) == ["for-b"]
+        assert ids(project_a.claim(10, lease_s=60)) == ["for-a"]
+        assert Spool(spool_path, max_bytes=MAX_BYTES).pending() == 2  # no destination: sees all
+    finally:
+        project_a.close()
+        project_b.close()

@@ -44,7 +44,7 @@ def push_spool(s: Settings) -> tuple[int, int, str | None]:
     path = s.resolved_spool_path
     if not path.exists():
         return 0, 0, None
-    spool = Spool(path, max_bytes=s.max_spool_bytes)
+    spool = Spool(path, max_bytes=s.max_spool_bytes, destination=s.destination)
     stats = Stats()
     diag = Diagnostics(interval_s=3600.0)
     sender = Sender(

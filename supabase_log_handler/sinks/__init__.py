@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-Filter = tuple[str, str, Any]  # (column, op, value); op in eq, neq, gt, gte, lt, lte, in
+Filter = tuple[str, str, Any]  # (column, op, value); op in eq, neq, gt, gte, lt, lte, in, not_null
 
 
 class Sink(Protocol):

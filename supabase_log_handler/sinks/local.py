@@ -101,6 +101,9 @@ class LocalSink:
             conn = sqlite3.connect(str(self.path), timeout=2.0, isolation_level=None)
             conn.execute("pragma journal_mode=wal")
             conn.execute("pragma synchronous=normal")
+            conn.execute(
+                "pragma foreign_keys=on"
+            )  # as in Supabase: deleting a run deletes its logs
             conn.executescript(_DDL.format(runs=self.runs_table, logs=self.logs_table))
             self._local.conn = conn
         return conn
@@ -163,6 +166,9 @@ class LocalSink:
         where, params = [], []
         for column, op, value in filters or []:
             _check_identifier(column)
+            if op == "not_null":
+                where.append(f"{column} is not null")
+                continue
             if op == "in":
                 values = list(value)
                 where.append(f"{column} in ({', '.join('?' for _ in values)})" if values else "0")

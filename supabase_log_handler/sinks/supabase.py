@@ -200,7 +200,12 @@ class SupabaseSink:
         def build(c: Any) -> Any:
             q = c.table(table).select("*")
             for column, op, value in filters or []:
-                q = q.in_(column, list(value)) if op == "in" else getattr(q, op)(column, value)
+                if op == "in":
+                    q = q.in_(column, list(value))
+                elif op == "not_null":
+                    q = q.not_.is_(column, "null")
+                else:
+                    q = getattr(q, op)(column, value)
             for column, desc in order or []:
                 q = q.order(column, desc=desc)
             if limit is not None:
