@@ -10,7 +10,6 @@ marker string.
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import enum
 import math
 from collections.abc import Mapping
@@ -64,14 +63,14 @@ def _float(value: float) -> float | str:
     return "Infinity" if value > 0 else "-Infinity"
 
 
-def _decimal(value: decimal.Decimal) -> float | str:
+def _decimal(value: Any) -> float | str:
     if value.is_nan():
         return "NaN"
     if not value.is_finite():
         return "Infinity" if value > 0 else "-Infinity"
     as_float = float(value)
     # Keep it a JSON number when that loses nothing; otherwise keep every digit as text.
-    if decimal.Decimal(repr(as_float)) == value:
+    if type(value)(repr(as_float)) == value:
         return as_float
     return str(value)
 
@@ -115,7 +114,11 @@ def _convert(value: Any, depth: int, max_items: int, seen: set[int]) -> Any:
         return value.total_seconds()
     if type(value).__name__ == "UUID" and type(value).__module__ == "uuid":
         return str(value)
-    if isinstance(value, decimal.Decimal):
+    if type(value).__name__ == "Decimal" and type(value).__module__ in (
+        "decimal",
+        "_decimal",
+        "_pydecimal",
+    ):
         return _decimal(value)
     if isinstance(value, PurePath):
         return clean_text(str(value))

@@ -327,13 +327,30 @@ def _coerce(name: str, raw: Any) -> Any:
     return value
 
 
-def read_env_file(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
-    """Values of a ``.env`` file (the nearest one to the working directory by default)."""
-    from dotenv import dotenv_values, find_dotenv
+def find_env_file(start: str | None = None) -> str | None:
+    """The nearest ``.env`` in the working directory or its parents (as dotenv looks), or None."""
+    directory = os.path.abspath(start or os.getcwd())
+    while True:
+        candidate = os.path.join(directory, ".env")
+        if os.path.isfile(candidate):
+            return candidate
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            return None
+        directory = parent
 
-    found = str(path) if path is not None else find_dotenv(usecwd=True)
+
+def read_env_file(path: str | os.PathLike[str] | None = None) -> dict[str, str]:
+    """Values of a ``.env`` file (the nearest one to the working directory by default).
+
+    python-dotenv is imported only when there is a file to read: its import alone
+    costs more than the rest of the handler's start-up.
+    """
+    found = os.fspath(path) if path is not None else find_env_file()
     if not found or not os.path.isfile(found):
         return {}
+    from dotenv import dotenv_values
+
     return {k: v for k, v in dotenv_values(found).items() if v is not None}
 
 
