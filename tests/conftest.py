@@ -80,6 +80,20 @@ def attach() -> Callable[..., logging.Logger]:
         logger.handlers = []
 
 
+def start_script(source: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start Python ``source`` in a fresh interpreter (project importable, pipes for output)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
+    full_env.update(env or {})
+    full_env["PYTHONPATH"] = str(ROOT)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(source)],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_script(
     source: str,
     env: dict[str, str] | None = None,

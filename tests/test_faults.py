@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import ROOT, SCRIPTS, last_json_line, run_script, wait_until
+from conftest import SCRIPTS, last_json_line, run_script, start_script, wait_until
 from stack.fixtures import Db
 from stack.gateway import Gateway
 
@@ -134,11 +131,8 @@ def test_exit_with_backend_down_spools_everything_within_deadline_then_next_proc
     spool = tmp_path / "spool.sqlite3"
     env = {**supabase_env, "SUPABASE_LOG_SPOOL": str(spool), "SUPABASE_LOG_SHUTDOWN_TIMEOUT_S": "2"}
     gateway_faults.stop()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            """
+    proc = start_script(
+        """
 import json, logging, sys, time
 from supabase_log_handler import SupabaseHandler, context
 logging.basicConfig(level=logging.INFO, handlers=[SupabaseHandler(script_name="exit-down")])
@@ -146,11 +140,7 @@ for i in range(3000):
     logging.getLogger("job").info("spooled %d", i)
 print(json.dumps({"run_id": context.current_run().id, "done_at": time.time()}), flush=True)
 """,
-        ],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        env,
     )
     out, err = proc.communicate(timeout=60)
     ended_at = time.time()
@@ -192,11 +182,8 @@ def test_sigkill_with_disk_durability_loses_nothing_the_worker_took(
     gw.delay_response_s = (
         60.0  # the first batch is committed, then its answer hangs: later rows wait
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            """
+    proc = start_script(
+        """
 import json, logging, sys, time
 from supabase_log_handler import SupabaseHandler, context
 h = SupabaseHandler(script_name="killed", flush_interval_s=0.1)
@@ -209,11 +196,7 @@ while h._pipeline.queue.rows and time.monotonic() < deadline:
 print(json.dumps({"run_id": context.current_run().id, "queued": h._pipeline.queue.rows}), flush=True)
 time.sleep(120)
 """,
-        ],
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        env,
     )
     assert proc.stdout is not None
     info = json.loads(proc.stdout.readline())

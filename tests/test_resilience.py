@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, last_json_line, run_script, wait_until
+from conftest import ROOT, last_json_line, run_script, start_script, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stack.fixtures import Db
@@ -214,11 +214,8 @@ def test_sigterm_fails_the_run_drains_and_chains_the_applications_handler(
     db: Db, supabase_env: dict[str, str]
 ) -> None:
     """SIGTERM marks the run error 'terminated by SIGTERM', delivers its rows, then runs the app's own handler."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            """
+    proc = start_script(
+        """
 import json, logging, os, signal, sys, time
 seen = []
 signal.signal(signal.SIGTERM, lambda s, f: (seen.append(s), print(json.dumps({"app_handler": True}), flush=True), sys.exit(7)))
@@ -230,11 +227,7 @@ for i in range(500):
 print(json.dumps({"run_id": run.id}), flush=True)
 time.sleep(60)
 """,
-        ],
-        env={**os.environ, **supabase_env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        supabase_env,
     )
     assert proc.stdout is not None
     run_id = json.loads(proc.stdout.readline())["run_id"]
@@ -251,11 +244,8 @@ def test_sigterm_without_an_application_handler_still_ends_the_process(
     db: Db, supabase_env: dict[str, str]
 ) -> None:
     """With no handler of its own, the process still dies of SIGTERM, after the rows are delivered."""
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            """
+    proc = start_script(
+        """
 import json, logging, time
 from supabase_log_handler import SupabaseHandler, start_run
 logging.basicConfig(level=logging.INFO, handlers=[SupabaseHandler(flush_interval_s=30)])
@@ -265,11 +255,7 @@ for i in range(100):
 print(json.dumps({"run_id": run.id}), flush=True)
 time.sleep(60)
 """,
-        ],
-        env={**os.environ, **supabase_env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        supabase_env,
     )
     assert proc.stdout is not None
     run_id = json.loads(proc.stdout.readline())["run_id"]
