@@ -1,4 +1,4 @@
-"""Acceptance of the core: dictConfig, runs, exit drain, threads, seeds' schema, access."""
+"""Acceptance of the core: dictConfig, runs, exit drain, threads, older tables, access."""
 
 from __future__ import annotations
 
@@ -248,7 +248,7 @@ def test_eight_threads_keep_their_order(
         assert seq == list(range(per_thread)), f"thread {t} out of order"
 
 
-SEEDS_DDL = """
+LEGACY_DDL = """
 create sequence if not exists sync_logs_id_seq;
 create table runs (
   id uuid primary key default gen_random_uuid(),
@@ -280,11 +280,11 @@ grant usage on sequence sync_logs_id_seq to service_role;
 """
 
 
-def test_handler_works_unchanged_on_the_seeds_schema(
+def test_handler_works_unchanged_on_the_legacy_schema(
     fresh_gateway: Callable[..., Any], make_handler: Callable[..., SupabaseHandler]
 ) -> None:
-    """Against tables made with the seeds' own DDL (legacy_id included), runs and logs land."""
-    gw, seeds_db = fresh_gateway(migrations=False, sql=SEEDS_DDL)
+    """Against the older cron-logging tables (legacy_id, no grants of ours), runs and logs land."""
+    gw, legacy_db = fresh_gateway(migrations=False, sql=LEGACY_DDL)
     handler = make_handler(gw)
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(logging.INFO)
@@ -293,20 +293,20 @@ def test_handler_works_unchanged_on_the_seeds_schema(
         run.set(records_fetched=150)
     assert handler.flush(10)
     assert handler.stats()["dead_lettered"] == 0
-    status, legacy, fetched = seeds_db.fetch(
+    status, legacy, fetched = legacy_db.fetch(
         "select status, legacy_id, records_fetched from runs where id = %s", (run.id,)
     )[0]
     assert (status, fetched) == ("success", 150) and legacy >= 1
-    assert seeds_db.fetch(
+    assert legacy_db.fetch(
         "select message, meta->>'count' from logs where run_id = %s", (run.id,)
     ) == [("Found 150 contacts", "150")]
 
 
-def test_migration_makes_the_seeds_tables_writable_for_the_handler(
+def test_migration_makes_the_legacy_tables_writable_for_the_handler(
     fresh_gateway: Callable[..., Any], make_handler: Callable[..., SupabaseHandler]
 ) -> None:
-    """Over the seeds' tables with no grants at all, the migration grants what the handler needs (sequence included)."""
-    bare = SEEDS_DDL.split("grant all on runs")[0]
+    """Over the older tables with no grants at all, the migration grants what the handler needs (sequence included)."""
+    bare = LEGACY_DDL.split("grant all on runs")[0]
     gw, seeded = fresh_gateway(migrations=True, sql=bare)
     handler = make_handler(gw)
     logging.getLogger().addHandler(handler)
@@ -319,16 +319,16 @@ def test_migration_makes_the_seeds_tables_writable_for_the_handler(
     assert seeded.fetchval("select legacy_id from runs where id = %s", (run.id,)) >= 1
 
 
-def test_migrations_apply_twice_and_over_the_seeds_tables(
+def test_migrations_apply_twice_and_over_the_legacy_tables(
     fresh_gateway: Callable[..., Any],
 ) -> None:
-    """The migration is idempotent, also over a database that already has the seeds' tables."""
+    """The migration is idempotent, also over a database that already has the older tables."""
     from pathlib import Path
 
     sql = "\n".join(
         p.read_text() for p in sorted((Path(__file__).parent.parent / "migrations").glob("*.sql"))
     )
-    _, seeded = fresh_gateway(migrations=False, sql=SEEDS_DDL)
+    _, seeded = fresh_gateway(migrations=False, sql=LEGACY_DDL)
     seeded.execute(sql)
     seeded.execute(sql)
     policies = seeded.fetchval(

@@ -87,12 +87,12 @@ def unique(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}"
 
 
-SEEDS_STYLE = """
+CRON_STYLE = """
     import logging
     import vendorlib
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("seeds_job")
+    log = logging.getLogger("cron_job")
     log.debug("not stored at INFO")
     log.info("Found %d contacts", 150, extra={"meta": {"count": 150}, "step": "FETCH"})
     log.warning("rate limited", extra={"step": "FETCH", "retry_in": 2})
@@ -109,13 +109,13 @@ SEEDS_STYLE = """
 def test_unmodified_script_with_uncaught_exception_is_one_error_run_with_every_record(
     tmp_path: Path, db: Db, supabase_env: dict[str, str]
 ) -> None:
-    """A seeds-style script run unchanged: one error run with the exception, each record a row with its level, step and extras."""
-    script = unique("seeds-job")
-    write(tmp_path, "job.py", SEEDS_STYLE)
+    """A plain cron-style script run unchanged: one error run with the exception, each record a row with its level, step and extras."""
+    script = unique("cron-job")
+    write(tmp_path, "job.py", CRON_STYLE)
     out = wrap(tmp_path, ["--script-name", script, "--", sys.executable, "job.py"], supabase_env)
     assert out.returncode == 1, out.stderr
     assert (
-        "INFO seeds_job: Found 150 contacts" in out.stderr
+        "INFO cron_job: Found 150 contacts" in out.stderr
     )  # the script's own console set-up still applies
     assert "RuntimeError: VAPI returned 502" in out.stderr
     run = one_run(db, script)
