@@ -205,9 +205,18 @@ class SupabaseHandler(logging.Handler):
             return
         if not self._pipeline.started:
             self._start()
-        self._pipeline.queue.put_control(("run_final", row))
+        self._pipeline.queue.put_control(("run_final", self._redact_run(row)))
         self._pipeline.worker.hurry = True
         self._pipeline.worker.wake.set()
+
+    def _redact_run(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A run's state as it may leave the process: error text and metadata masked."""
+        out = dict(row)
+        if out.get("error_message"):
+            out["error_message"] = self.redactor.text(str(out["error_message"]))
+        if out.get("metadata"):
+            out["metadata"] = self.redactor.value(out["metadata"])
+        return out
 
     def handle_direct(self, record: logging.LogRecord) -> None:
         """Handle a record made by the package itself (run failures, uncaught exceptions)."""

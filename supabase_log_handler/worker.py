@@ -131,6 +131,8 @@ class Worker:
             if kind == "run_open":  # data is the Run: read it now, skip it if it was cancelled
                 row = data.open_row()
                 if row is not None:
+                    if row.get("metadata"):
+                        row["metadata"] = self.builder.redactor.value(row["metadata"])
                     entries.append(Entry(kind, self.runs_table, row))
             else:
                 entries.append(Entry(kind, self.runs_table, data))

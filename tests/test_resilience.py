@@ -210,6 +210,30 @@ print(json.dumps({{"run_id": context.current_run().id}}))
         assert secret.encode() not in spooled
 
 
+def test_secrets_in_a_failing_runs_error_and_metadata_are_masked(
+    db: Db, gateway: Gateway, make_handler: Callable[..., SupabaseHandler]
+) -> None:
+    """An exception carrying the key and a password ends a run: runs.error_message, metadata and the row are masked."""
+    handler = make_handler()
+    logging.getLogger().addHandler(handler)
+    key = gateway.service_key
+    with (
+        pytest.raises(RuntimeError),
+        start_run("leaky", metadata={"db_password": "hunter2-x"}) as run,
+    ):
+        raise RuntimeError(f"login with {key} and password=hunter2-y failed")
+    assert handler.flush(10)
+    error, metadata = db.fetch("select error_message, metadata from runs where id = %s", (run.id,))[
+        0
+    ]
+    stored = json.dumps(
+        [error, metadata, db.fetch("select message, meta from logs where run_id = %s", (run.id,))]
+    )
+    assert "[REDACTED]" in error and metadata["db_password"] == "[REDACTED]"
+    for secret in (key, "hunter2-x", "hunter2-y"):
+        assert secret not in stored
+
+
 def test_sigterm_fails_the_run_drains_and_chains_the_applications_handler(
     db: Db, supabase_env: dict[str, str]
 ) -> None:
