@@ -12,6 +12,7 @@ or a flush from inside the worker) the same code runs on the calling thread.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -127,10 +128,14 @@ class Pipeline:
             try:
                 threads = [
                     threading.Thread(
-                        target=self.worker.run, name="supabase-log-worker", daemon=True
+                        target=_without_signals(self.worker.run),
+                        name="supabase-log-worker",
+                        daemon=True,
                     ),
                     threading.Thread(
-                        target=self.sender.run, name="supabase-log-sender", daemon=True
+                        target=_without_signals(self.sender.run),
+                        name="supabase-log-sender",
+                        daemon=True,
                     ),
                 ]
                 for t in threads:
@@ -274,6 +279,40 @@ class Pipeline:
         out["breaker_open"] = self.breaker.is_open
         out["last_error"] = self.diag.last_error
         return out
+
+
+_ASYNC_SIGNALS = (
+    "SIGINT",
+    "SIGTERM",
+    "SIGHUP",
+    "SIGQUIT",
+    "SIGUSR1",
+    "SIGUSR2",
+    "SIGALRM",
+    "SIGCHLD",
+    "SIGWINCH",
+)
+
+
+def _without_signals(target: Callable[[], None]) -> Callable[[], None]:
+    """Run ``target`` with the asynchronous signals blocked in its thread.
+
+    The kernel hands a process-directed signal (SIGTERM, SIGINT ...) to any thread
+    that does not block it. If it picks one of ours, Python runs the handler only
+    when the main thread next wakes up, so a job sleeping in its main thread would
+    not stop when told to. Blocked here, the signal goes to the application's threads.
+    """
+
+    def run() -> None:
+        import signal
+
+        if hasattr(signal, "pthread_sigmask"):
+            wanted = {getattr(signal, name) for name in _ASYNC_SIGNALS if hasattr(signal, name)}
+            with contextlib.suppress(OSError, ValueError):
+                signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+        target()
+
+    return run
 
 
 def _holds_logging_lock() -> bool:

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -262,6 +263,33 @@ time.sleep(60)
     status, message = db.fetch("select status, error_message from runs where id = %s", (run_id,))[0]
     assert (status, message) == ("error", "terminated by SIGTERM")
     assert db.fetchval("select count(*) from logs where run_id = %s", (run_id,)) == 500
+
+
+def _blocked_signals(native_id: int) -> set[int]:
+    """The signals a thread of this process blocks, read from /proc."""
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    mask = int(
+        next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16
+    )
+    return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+
+
+def test_signals_for_the_application_never_land_on_the_handlers_threads(
+    make_handler: Callable[..., SupabaseHandler], attach: Callable[..., logging.Logger]
+) -> None:
+    """The worker and sender block SIGTERM/SIGINT, so the kernel delivers them to the job's own threads."""
+    handler = make_handler()
+    attach(handler).info("start the threads")
+    assert handler.flush(10)
+    threads = handler._pipeline.threads
+    assert len(threads) == 2
+    for thread in threads:
+        assert thread.native_id is not None
+        assert {signal.SIGTERM, signal.SIGINT, signal.SIGHUP} <= _blocked_signals(
+            thread.native_id
+        ), thread.name
+    main = threading.main_thread().native_id
+    assert main is not None and signal.SIGTERM not in _blocked_signals(main)
 
 
 def test_sigterm_without_an_application_handler_still_ends_the_process(
