@@ -235,13 +235,30 @@ def test_secrets_in_a_failing_runs_error_and_metadata_are_masked(
         assert secret not in stored
 
 
+def _communicate_or_dump(proc: subprocess.Popen[str], timeout_s: float) -> tuple[str, str]:
+    """Wait for the child; if it hangs, have it dump every thread's stack, then fail with that."""
+    try:
+        return proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)  # faulthandler in the child writes all stacks to stderr
+        try:
+            out, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        raise AssertionError(
+            f"the child hung after SIGTERM; its threads:\n{err[-8000:]}\nstdout:\n{out}"
+        ) from None
+
+
 def test_sigterm_fails_the_run_drains_and_chains_the_applications_handler(
     db: Db, supabase_env: dict[str, str]
 ) -> None:
     """SIGTERM marks the run error 'terminated by SIGTERM', delivers its rows, then runs the app's own handler."""
     proc = start_script(
         """
-import json, logging, os, signal, sys, time
+import faulthandler, json, logging, os, signal, sys, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 seen = []
 signal.signal(signal.SIGTERM, lambda s, f: (seen.append(s), print(json.dumps({"app_handler": True}), flush=True), sys.exit(7)))
 from supabase_log_handler import SupabaseHandler, start_run
@@ -257,7 +274,7 @@ time.sleep(60)
     assert proc.stdout is not None
     run_id = json.loads(proc.stdout.readline())["run_id"]
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=30)
+    out, err = _communicate_or_dump(proc, 30)
     assert proc.returncode == 7, err
     assert json.loads(out.strip().splitlines()[-1]) == {"app_handler": True}
     status, message = db.fetch("select status, error_message from runs where id = %s", (run_id,))[0]
@@ -298,7 +315,8 @@ def test_sigterm_without_an_application_handler_still_ends_the_process(
     """With no handler of its own, the process still dies of SIGTERM, after the rows are delivered."""
     proc = start_script(
         """
-import json, logging, time
+import faulthandler, json, logging, signal, time
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 from supabase_log_handler import SupabaseHandler, start_run
 logging.basicConfig(level=logging.INFO, handlers=[SupabaseHandler(flush_interval_s=30)])
 run = start_run("sigterm-default")
@@ -312,7 +330,7 @@ time.sleep(60)
     assert proc.stdout is not None
     run_id = json.loads(proc.stdout.readline())["run_id"]
     proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=30)
+    _communicate_or_dump(proc, 30)
     assert proc.returncode == -signal.SIGTERM
     assert db.fetchval("select count(*) from logs where run_id = %s", (run_id,)) == 100
     assert db.fetchval("select status from runs where id = %s", (run_id,)) == "error"
