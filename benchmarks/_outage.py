@@ -120,7 +120,7 @@ def main() -> int:
 
         records: int = cfg["records"]
         tracing = cfg["mode"] == "tracemalloc"
-        queue = getattr(getattr(handler, "_pipeline", None), "queue", None)
+        queue = getattr(getattr(handler, "_pipeline", None), "intake", None)
         sampler = Sampler(queue)
         hwm_reset = _reset_hwm()
         rss0 = _status_bytes("VmRSS") or 0

@@ -524,7 +524,10 @@ def measure_outage(stack: Stack, tmp: Path, records: int, cleanup: Cleanup) -> d
     rss, tm = results["rss"], results["tracemalloc"]
     peak = int(tm["tracemalloc_peak_bytes"])
     rss_growth = int(rss["rss_growth_bytes"])
-    dropped = rss["stats_during"].get("dropped", {})
+    dropped: dict[str, int] = {}
+    for by_level in rss["stats_during"].get("dropped", {}).values():
+        for level, n in by_level.items():
+            dropped[level] = dropped.get(level, 0) + n
     return {
         "records": records,
         "level_mix_percent": {"DEBUG": 30, "INFO": 60, "WARNING": 9, "ERROR": 1},
@@ -545,8 +548,8 @@ def measure_outage(stack: Stack, tmp: Path, records: int, cleanup: Cleanup) -> d
         "traced_bytes_per_queued_row": peak / max(tm["max_queue_rows_seen"], 1),
         "dropped_by_level": dropped,
         "dropped_total": sum(dropped.values()),
-        "lost_after_close": rss["stats_after_close"].get("lost", 0),
-        "sent_during_outage": rss["stats_during"].get("sent", 0),
+        "lost_after_close": rss["stats_after_close"].get("dropped_total", 0),
+        "sent_during_outage": rss["stats_during"].get("delivered", 0),
         "closed_in_time": rss["closed_in_time"],
         "close_s": rss["close_s"],
         "runs": results,

@@ -20,10 +20,7 @@ from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
 
-DEFAULT_EXCLUDED_LOGGERS = (
-    "httpx,httpcore,hpack,h2,h11,postgrest,supabase,supabase_auth,gotrue,storage3,"
-    "realtime,supafunc,tenacity,websockets"
-)
+DEFAULT_EXCLUDED_LOGGERS = ""  # the handler's own requests are recognised by thread, not by name
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -150,7 +147,7 @@ FIELDS: dict[str, Field] = {
     "spool": Field(
         "SUPABASE_LOG_SPOOL_ENABLED", "bool", True, doc="keep undeliverable rows on disk"
     ),
-    "spool_path": Field("SUPABASE_LOG_SPOOL", "str", None, doc="SQLite file of the spool"),
+    "spool_path": Field("SUPABASE_LOG_SPOOL", "str", None, doc="directory of the spool"),
     "max_spool_bytes": Field(
         "SUPABASE_LOG_MAX_SPOOL_BYTES", "int", 512 * 1024 * 1024, doc="size cap of the spool"
     ),
@@ -171,7 +168,7 @@ FIELDS: dict[str, Field] = {
         "SUPABASE_LOG_EXCLUDE_LOGGERS",
         "str",
         DEFAULT_EXCLUDED_LOGGERS,
-        doc="loggers never written (the client's own)",
+        doc="loggers never written, comma separated (none by default)",
     ),
     "max_message_chars": Field(
         "SUPABASE_LOG_MAX_MESSAGE_CHARS",
@@ -256,7 +253,7 @@ class Settings(NamedTuple):
 
     @property
     def resolved_spool_path(self) -> Path:
-        return Path(self.spool_path) if self.spool_path else data_dir() / "spool.sqlite3"
+        return Path(self.spool_path) if self.spool_path else data_dir() / "spool"
 
     @property
     def destination(self) -> str:

@@ -20,7 +20,7 @@ from supabase_log_handler.cli import main
 from supabase_log_handler.cli._common import select_all
 from supabase_log_handler.sinks import Sink
 from supabase_log_handler.sinks.local import LocalSink
-from supabase_log_handler.sinks.supabase import SupabaseSink
+from supabase_log_handler.sinks.rest import SupabaseSink
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -119,7 +119,7 @@ def backend(
     """The known runs and logs, written to a fresh Supabase database or to a local store; env points the CLI at it."""
     env = {
         "SUPABASE_LOG_LOCAL_DB": str(tmp_path / "local.sqlite3"),
-        "SUPABASE_LOG_SPOOL": str(tmp_path / "spool.sqlite3"),
+        "SUPABASE_LOG_SPOOL": str(tmp_path / "spool"),
     }
     sink: Sink
     if request.param == "supabase":

@@ -33,7 +33,7 @@ def _env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(
         PYTHONPATH=str(SCRIPTS),
         SUPABASE_LOG_LOCAL_DB=str(tmp_path / "local.sqlite3"),
-        SUPABASE_LOG_SPOOL=str(tmp_path / "spool.sqlite3"),
+        SUPABASE_LOG_SPOOL=str(tmp_path / "spool"),
         SUPABASE_LOG_FLUSH_INTERVAL_S="0.2",
     )
     env.update(extra or {})
@@ -162,7 +162,10 @@ def test_exit_code_decides_status_and_debug_rows_follow_the_level(
     assert out.returncode == 3, out.stderr
     run = one_run(db, failing)
     assert run["status"] == "error" and run["error_message"].startswith("exit code 3")
-    assert [r["message"] for r in logs_of(db, run["id"])] == ["about to exit"]
+    assert [(r["message"], r["step"]) for r in logs_of(db, run["id"])] == [
+        ("about to exit", "LOG"),
+        ("exited with code 3", "ERROR"),  # so `supabase-log errors` shows why
+    ]
     assert out.stderr.splitlines()[0] == "about to exit"  # printed as logging.lastResort would have
 
     write(
