@@ -88,6 +88,7 @@ class Ledger:
         self.last_drop_run: str | None = None
         self.replayed_foreign = 0
         self.drop_reports = 0  # "N records dropped" rows the worker added (they are accepted rows)
+        self.last_report_seq = 0
 
     # -- holdings ----------------------------------------------------------------------
     def take(self, max_rows: int, max_bytes: int, holding: Holding | None = None) -> Holding:

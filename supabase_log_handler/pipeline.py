@@ -245,11 +245,16 @@ class Pipeline:
         self.ledger.collect_drops()
         while done and self.ledger.unreported_drops and time.monotonic() < deadline:
             # Rows were shed: their "N records dropped" row belongs to this flush too.
+            if self.intake.pressure() > 0.25 or self.breaker.is_open:
+                break  # it is written once the pressure is gone and the backend answers
             self.worker.hurry = True
             self.intake.nudge()
-            done = self.ledger.wait_settled(self.intake.next_seq(), deadline)
-            if self.intake.pressure() > 0.25:
-                break
+            with self.ledger.changed:
+                self.ledger.changed.wait(0.01)
+            self.ledger.collect_drops()
+        report = self.ledger.last_report_seq
+        if done and report >= target:
+            done = self.ledger.wait_settled(report + 1, deadline)
         if done:
             self._replay_now(deadline)
         return done

@@ -245,6 +245,7 @@ class Worker:
         record.threadName = threading.current_thread().name
         record.meta = {"dropped": n, "dropped_by_level": totals}
         item = snapshot.log_item(self.intake.next_seq(), record, run_id, None)
+        self.ledger.last_report_seq = item[SEQ]
         self.intake.high.append(item)  # a log row like any other, counted as accepted
         self.intake.nbytes += item[snapshot.SIZE]
         return True
