@@ -7,7 +7,8 @@ becomes rows. The wrapper opens the run (exported to the command through
 * Python commands (``python script.py``, ``python -m pkg``, a ``#!...python``
   script): ``_inject`` goes first on ``PYTHONPATH`` so the handler attaches to
   the root logger inside the program and every Python child it starts
-  (``autoattach.py``); their records are the rows.
+  (``autoattach.py``); their records are the rows, and so is what they print
+  (``capture.py``; ``--no-capture-print`` turns that off).
 * Any other command: each stdout line is an INFO row, each stderr line a
   WARNING row (ERROR when it looks like an error), both still echoed.
 
@@ -36,6 +37,9 @@ from types import FrameType
 from typing import IO, Any
 
 from .. import autoattach
+from .._cmdline import mask_argv
+from .._scriptname import code_argument, name_for_code
+from ..capture import ENV_CAPTURE_PRINT
 from ..config import read_env_file
 from ..errors import ConfigurationError
 from ..handler import SupabaseHandler
@@ -74,7 +78,10 @@ def is_python_command(argv: list[str]) -> bool:
 
 
 def default_script_name(argv: list[str], python: bool) -> str:
-    """``python sync.py`` -> sync, ``python -m jobs.sync`` -> jobs.sync, ``bash x.sh`` -> x, ``./job`` -> job."""
+    """``python sync.py`` -> sync, ``python -m jobs.sync`` -> jobs.sync, ``bash x.sh`` -> x, ``./job`` -> job.
+
+    ``python -c CODE`` is named after the module CODE imports, else ``python-c`` (``_scriptname``).
+    """
     exe = Path(argv[0]).name
     args = argv[1:]
     if python and _PYTHON_NAME.match(exe):
@@ -85,8 +92,8 @@ def default_script_name(argv: list[str], python: bool) -> str:
                 return args[i + 1]
             if a.startswith("-m") and len(a) > 2:
                 return a[2:]
-            if a == "-c" or a.startswith("-c"):
-                return "python"
+            if a.startswith("-c"):
+                return name_for_code(code_argument(args[i:]))
             if a in _PY_OPTS_WITH_VALUE:
                 i += 2
                 continue
@@ -170,8 +177,10 @@ def _output_logger(handler: SupabaseHandler, name: str) -> logging.Logger:
     return logger
 
 
-def _child_env(python: bool, env_file: str | None) -> dict[str, str]:
+def _child_env(python: bool, env_file: str | None, capture_print: bool = True) -> dict[str, str]:
     env = dict(os.environ)
+    if not capture_print:
+        env[ENV_CAPTURE_PRINT] = "false"
     if env_file:  # the command reads the same settings as the wrapper
         for key, value in read_env_file(env_file).items():
             if key.startswith("SUPABASE_") or key in ("DEBUG",):
@@ -229,6 +238,7 @@ def run_command(
     mode: str = "auto",
     env_file: str | None = None,
     tail_lines: int = 20,
+    capture_print: bool = True,
 ) -> int:
     """Run ``command`` as one run; returns its exit code."""
     if command and command[0] == "--":
@@ -249,14 +259,15 @@ def run_command(
         return _run_unrecorded(command)
     s = handler.settings
     name = script_name or s.script_name or default_script_name(command, python)
-    shown = handler.redactor.text(shlex.join(command))[:2000]
+    flags = [k for k in s.redact_keys.split(",") if k.strip().startswith("-")]
+    shown = shlex.join(mask_argv(command, handler.redactor, flags=flags))[:2000]
     run = Run(
         name,
         triggered_by=triggered_by or s.triggered_by,
         metadata={"command": shown, "wrapper": "python" if python else "output"},
     )
     run.activate()
-    env = _child_env(python, env_file)
+    env = _child_env(python, env_file, capture_print)
     rc = _execute(command, env, run, handler, python=python, tail_lines=tail_lines)
     handler.close(s.shutdown_timeout_s)
     return rc
