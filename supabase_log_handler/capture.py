@@ -38,6 +38,8 @@ LOGGER_NAME = "print"
 MAX_LINE_CHARS = 65536  # a longer line without a newline is stored in parts
 _FALSE = {"0", "false", "no", "off"}
 _streams: list[LineCapture] = []
+_get_ident = threading.get_ident
+_NOTHING: tuple[str, None] = ("", None)
 _hooks: dict[str, Any] = {}
 
 
@@ -67,26 +69,14 @@ _SKIP: frozenset[CodeType] = frozenset(
 )
 
 
-def _printing_frame() -> FrameType | None:
-    """The frame of the code that wrote, or None when the write must not become a row."""
-    try:
-        frame = sys._getframe(3)  # 0 here, 1 _capture, 2 write, 3 whoever called write
-    except ValueError:  # no Python code below: the interpreter reports an exit or a traceback
-        return None
-    f: FrameType | None = frame
-    while f is not None:
-        if f.f_code in _SKIP:
-            return None
-        f = f.f_back
-    return frame
-
-
 def _where(frame: FrameType) -> tuple[str, int, str]:
     code = frame.f_code
     return code.co_filename, frame.f_lineno, code.co_name
 
 
 def _after_carriage_return(text: str) -> str:
+    if "\r" not in text:
+        return text
     cut = text.rfind("\r", 0, len(text) - 1)
     return text[cut + 1 :] if cut >= 0 else text
 
@@ -111,44 +101,59 @@ class LineCapture:
 
     def write(self, text: str) -> int:
         written: int = self._stream.write(text)
-        self._capture(text)
+        try:
+            frame = sys._getframe(1)  # the code that called write()
+        except ValueError:  # none: the interpreter reports an exit or a traceback itself
+            return written
+        self._capture(text, frame)
         return written
 
     def writelines(self, lines: Iterable[str]) -> None:
         lines = list(lines)
         self._stream.writelines(lines)
-        self._capture("".join(lines))
-
-    def _capture(self, text: str) -> None:
         try:
-            if not isinstance(text, str) or not text:
+            frame = sys._getframe(1)
+        except ValueError:
+            return
+        self._capture("".join(lines), frame)
+
+    def _capture(self, text: str, frame: FrameType) -> None:
+        try:
+            f: FrameType | None = frame
+            while f is not None:
+                if f.f_code in _SKIP:  # written by a logging handler, or an excepthook
+                    return
+                f = f.f_back
+            if not text or text.__class__ is not str:
                 return
-            frame = _printing_frame()
-            if frame is None:
-                return
-            ident = threading.get_ident()
-            start, where = self._partial.pop(ident, ("", None))
+            ident = _get_ident()
+            partial = self._partial
+            start, where = partial.pop(ident, _NOTHING)
+            if "\n" not in text:  # print() writes each argument and separator apart: cheap path
+                rest = start + text
+                if len(rest) <= MAX_LINE_CHARS:
+                    partial[ident] = (rest, where or _where(frame))
+                    return
+                lines, rest = [rest], ""
+            else:
+                *lines, rest = (start + text).split("\n")
             where = where or _where(frame)  # a line is located where its first part was written
-            *lines, rest = (start + text).split("\n")
-            if len(rest) > MAX_LINE_CHARS:
-                lines.append(rest)
-                rest = ""
             for line in lines:
                 self._emit(line, where)
-                where = _where(frame)
+                where = None
             if rest:
-                self._partial[ident] = (_after_carriage_return(rest), where)
+                partial[ident] = (rest, where or _where(frame))
         except Exception:  # print() must never fail because of the capture
             pass
 
-    def _emit(self, line: str, where: tuple[str, int, str]) -> None:
-        line = _after_carriage_return(line.rstrip("\r")).rstrip()
+    def _emit(self, line: str, where: tuple[str, int, str] | None) -> None:
+        line = _after_carriage_return(line.rstrip("\r")).rstrip()  # a \r keeps what follows it
         if not line.strip() or line.startswith(PREFIX):
             return
         handler = self._handler
         if handler.level > logging.INFO:
             return
-        path, lineno, function = where
+        path, lineno, function = where or ("<print>", 0, "<module>")
         record = logging.LogRecord(
             LOGGER_NAME, logging.INFO, path, lineno, line, None, None, func=function
         )

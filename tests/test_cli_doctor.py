@@ -220,3 +220,41 @@ def test_a_404_page_is_not_reachable(
     assert code == 1 and checks["reachable"]["ok"] is False
     assert "HTTP 404" in checks["reachable"]["detail"] and checks["reachable"]["fix"] == FIX_URL
     assert "table runs" not in checks
+
+
+INTEGRATION_LOGS = """
+create table public.integration_logs (
+  id uuid primary key default gen_random_uuid(),
+  service_name text not null,
+  action text not null,
+  status text not null check (status in ('success', 'failed', 'pending', 'retrying')),
+  error_message text,
+  created_at timestamptz default now(),
+  updated_at timestamptz default now()
+);
+alter table public.integration_logs enable row level security;
+revoke all on public.integration_logs from anon, authenticated;
+grant select on public.integration_logs to authenticated;
+grant select, insert, update, delete on public.integration_logs to service_role;
+create policy "authenticated can read integration_logs" on public.integration_logs
+  for select to authenticated using (true);
+"""
+
+
+def test_integration_logs_is_checked_when_it_exists(
+    recorded: FreshStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With an integration_logs table, doctor probes it (upsert, update in place) and reads its grants; a missing UPDATE fails."""
+    _, db = recorded
+    db.execute(INTEGRATION_LOGS)
+    code, out, _ = cli(capsys, "doctor")
+    assert (
+        code == 0 and "ok    write integration_logs" in out and "insert, upsert and select" in out
+    )
+    assert "ok    grants integration_logs" in out
+    assert db.fetchval("select count(*) from integration_logs") == 0
+    db.execute("revoke update on public.integration_logs from service_role")
+    code, out, _ = cli(capsys, "doctor")
+    assert failed(out) == {"write integration_logs", "grants integration_logs"}, out
+    assert "may not UPDATE public.integration_logs" in out and fixes(out) == [FIX_REPAIR]
+    assert db.fetchval("select count(*) from integration_logs") == 0
