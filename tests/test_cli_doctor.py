@@ -126,7 +126,7 @@ def test_write_probe_leaves_nothing_behind_and_names_a_refused_delete(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A passing doctor leaves no probe row; without DELETE it says the probe run stayed and how to remove it."""
-    gw, db = recorded
+    _, db = recorded
     monkeypatch.delenv("SUPABASE_DB_URL")
     code, out, _ = cli(capsys, "doctor")
     assert code == 0 and "ok    write runs" in out and "ok    write logs" in out, out

@@ -204,22 +204,40 @@ def _from_terminal(signum: int) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _forwarding(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    """Pass the signals we receive on to the command while it runs."""
+class _Forwarder:
+    """Passes the signals we receive on to the command; installed before it starts, so a
+    signal that arrives while it starts is held and passed on as soon as it runs."""
 
-    def forward(signum: int, frame: FrameType | None) -> None:
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pending: list[int] = []
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
         if _from_terminal(signum):
             return  # the command got it from the terminal already
+        if self.proc is None:
+            self.pending.append(signum)
+            return
         with contextlib.suppress(ProcessLookupError, OSError):
-            proc.send_signal(signum)
+            self.proc.send_signal(signum)
 
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        for signum in self.pending:
+            self(signum, None)
+        self.pending.clear()
+
+
+@contextlib.contextmanager
+def _forwarding() -> Iterator[_Forwarder]:
+    """Signal handlers that forward to the command while it runs (``started(proc)`` names it)."""
+    forward = _Forwarder()
     previous: dict[int, Any] = {}
     for sig in FORWARDED:
         with contextlib.suppress(ValueError, OSError):  # not the main thread
             previous[sig] = signal.signal(sig, forward)
     try:
-        yield
+        yield forward
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -274,12 +292,13 @@ def run_command(
 
 
 def _run_unrecorded(command: list[str]) -> int:
-    try:
-        proc = subprocess.Popen(command)
-    except OSError as exc:
-        note(f"cannot start {command[0]!r}: {exc.strerror or exc}")
-        return 127 if isinstance(exc, FileNotFoundError) else 126
-    with _forwarding(proc):
+    with _forwarding() as forward:
+        try:
+            proc = subprocess.Popen(command)
+        except OSError as exc:
+            note(f"cannot start {command[0]!r}: {exc.strerror or exc}")
+            return 127 if isinstance(exc, FileNotFoundError) else 126
+        forward.started(proc)
         return _exit_code(proc.wait())
 
 
@@ -296,23 +315,24 @@ def _execute(
     err_echo = getattr(sys.stderr, "buffer", None)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    try:
-        proc = subprocess.Popen(
-            command,
-            env=env,
-            stdout=None if python else subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    except OSError as exc:
-        code = 127 if isinstance(exc, FileNotFoundError) else 126
-        message = f"cannot start {command[0]!r}: {exc.strerror or exc}"
-        note(message)
-        run.metadata["exit_code"] = code
-        run.finish(error=message)
-        return code
-    run.metadata["pid"] = proc.pid
     tees: list[_Tee] = []
-    with _forwarding(proc):
+    with _forwarding() as forward:
+        try:
+            proc = subprocess.Popen(
+                command,
+                env=env,
+                stdout=None if python else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            message = f"cannot start {command[0]!r}: {exc.strerror or exc}"
+            note(message)
+            run.metadata["exit_code"] = code
+            run.finish(error=message)
+            return code
+        forward.started(proc)
+        run.metadata["pid"] = proc.pid
         if proc.stdout is not None:
             tees.append(
                 _Tee(proc.stdout, out_echo, _output_logger(handler, "stdout"), "stdout", command[0])
