@@ -499,8 +499,8 @@ def test_print_only_script_lines_are_stored_once(
     write(tmp_path, "printer.py", PRINTER)
     out = wrap(tmp_path, ["-n", script, "--", sys.executable, "printer.py"], supabase_env)
     assert out.returncode == 1, out.stderr
-    assert out.stdout == (
-        "fetched 3 contacts\npartial line\nprogress 10%\nprogress 100%\nfrom a thread\n"  # \r read as \n
+    assert out.stdout == (  # text mode reads the \r as \n
+        "fetched 3 contacts\npartial line\nprogress 10%\nprogress 100%\nfrom a thread\n"
         "no newline at the end"
     )
     assert out.stderr.splitlines()[-2:] == ["warning: slow page", "bye"]
