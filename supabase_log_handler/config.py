@@ -37,9 +37,14 @@ def data_dir() -> Path:
 
 
 def default_script_name() -> str:
-    """The running script's name: ``sync.py`` -> ``sync``; ``python -m pkg`` -> ``pkg``."""
+    """The running script's name: ``sync.py`` -> ``sync``; ``python -m pkg`` -> ``pkg``;
+    ``python -c CODE`` -> the module CODE imports, else ``python-c`` (see ``_scriptname``)."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    if not argv0 or argv0 in ("-c", "-m", "-"):
+    if argv0 == "-c":
+        from ._scriptname import code_argument, name_for_code
+
+        return name_for_code(code_argument(list(getattr(sys, "orig_argv", []))))
+    if not argv0 or argv0 in ("-m", "-"):
         return "python"
     path = Path(argv0)
     if path.name == "__main__.py":
@@ -368,8 +373,13 @@ def load_settings(
     for name, spec in FIELDS.items():
         if explicit.get(name) is not None:
             raw = explicit[name]
-        elif environ.get(spec.env, "").strip():  # an empty variable means "not set"
+        elif spec.env in environ:
+            # Set in the environment, even to "": .env does not apply. Empty means "not set"
+            # (`SUPABASE_URL= python job.py` writes to the local store whatever .env says).
             raw = environ[spec.env]
+            if not raw.strip():
+                values[name] = spec.default
+                continue
         elif dotenv.get(spec.env, "").strip():
             raw = dotenv[spec.env]
         else:

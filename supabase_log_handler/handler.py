@@ -33,6 +33,7 @@ _get_ident = threading.get_ident
 _ERROR = logging.ERROR
 _LOCAL_NOTE_ENV = "SUPABASE_LOG_LOCAL_NOTE_SHOWN"
 _serials = itertools.count(1)
+_lifecycle_state = lifecycle._state
 
 
 def _default_level() -> int:
@@ -90,6 +91,19 @@ class SupabaseHandler(logging.Handler):
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
+        state = _lifecycle_state
+        if _get_ident() != state["main"]:
+            self._emit(record)
+            return
+        state["depth"] += 1  # a SIGTERM now waits until this record is queued
+        try:
+            self._emit(record)
+        finally:
+            state["depth"] -= 1
+            if state["pending"] is not None:
+                lifecycle.run_pending()
+
+    def _emit(self, record: logging.LogRecord) -> None:
         pipeline = self._pipeline
         intake = pipeline.intake
         try:

@@ -18,8 +18,9 @@ Registered, not started (no thread, no I/O), when a handler is constructed:
 * Uncaught exceptions (``sys.excepthook``, ``threading.excepthook``) become ERROR
   rows with their traceback; in the main thread they also fail the runs.
 
-A SIGTERM that arrives while the main thread is inside a drain or flush of ours
-waits for it to end, so no lock of ours is ever taken twice by one thread.
+A SIGTERM that arrives while the main thread is inside ``emit`` or a drain or
+flush of ours waits for it to end: no lock of ours is ever taken twice by one
+thread, and the record being logged is queued before the process ends.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ _state: dict[str, Any] = {
     "terminating": False,
     "mp_child_hook": False,
     "exit_status": None,  # what the main thread passed to sys.exit
+    "main": threading.main_thread().ident,  # read by emit, to defer a SIGTERM that interrupts it
 }
 
 
@@ -91,10 +93,15 @@ class critical:
         if threading.current_thread() is not threading.main_thread():
             return
         _state["depth"] -= 1
-        pending = _state["pending"]
-        if _state["depth"] == 0 and pending is not None:
-            _state["pending"] = None
-            _on_sigterm(*pending)
+        run_pending()
+
+
+def run_pending() -> None:
+    """Handle a SIGTERM that arrived while the main thread was inside our code, now that it left."""
+    pending = _state["pending"]
+    if _state["depth"] == 0 and pending is not None:
+        _state["pending"] = None
+        _on_sigterm(*pending)
 
 
 # -- exit ------------------------------------------------------------------------------
@@ -282,7 +289,9 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
-    _state.update(depth=0, pending=None, terminating=False, pid=os.getpid())
+    _state.update(
+        depth=0, pending=None, terminating=False, pid=os.getpid(), main=threading.get_ident()
+    )
 
 
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -14,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import __version__, autoattach
+from .. import __version__, autoattach, capture
 from ..errors import ConfigurationError, DeliveryError
 from . import doctor, migrate, push, tail, views, wrapper
 from ._common import CommandError
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a command as one recorded run",
         description="Open a run, run COMMAND in it and record its logs (Python programs) or its output "
         "(any other command). Exits with the command's exit code.",
-        usage="supabase-log run [--script-name NAME] [--triggered-by WHO] [--mode MODE] -- COMMAND [ARGS...]",
+        usage="supabase-log run [--script-name NAME] [--triggered-by WHO] [--mode MODE] [--no-capture-print] -- COMMAND [ARGS...]",
     )
     p.add_argument("--script-name", "-n", help="the run's script_name (default: from the command)")
     p.add_argument(
@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=20,
         help="stderr lines kept in error_message on failure (default 20)",
+    )
+    p.add_argument(
+        "--no-capture-print",
+        dest="capture_print",
+        action="store_false",
+        help="Python mode: do not store what the program prints (sets SUPABASE_LOG_CAPTURE_PRINT=false)",
     )
     p.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the command, after --"
@@ -79,12 +85,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         mode=args.mode,
         env_file=args.env_file,
         tail_lines=args.tail_lines,
+        capture_print=args.capture_print,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``supabase-log`` with ``argv`` (default: the process's arguments); returns the exit code."""
-    autoattach.detach()  # started from inside a wrapped program: this process records nothing itself
+    capture.uninstall()  # started from inside a wrapped program: this process records nothing itself
+    autoattach.detach()
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.func(args)

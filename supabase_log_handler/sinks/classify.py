@@ -19,7 +19,7 @@ _TRANSIENT_CLASSES = ("08", "40", "53", "55P03")
 
 FIX_MIGRATIONS = "apply the migrations: `supabase-log migrate` (or paste `supabase-log migrate --print` into the SQL editor)"
 FIX_GRANTS = (
-    "the service role lacks a privilege on the table: run `supabase-log migrate` "
+    "the service role lacks a privilege on the table: run `supabase-log migrate --repair` "
     "(it restores the grants and policies), then `supabase-log doctor`"
 )
 FIX_KEY = (
