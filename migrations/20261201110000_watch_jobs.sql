@@ -310,7 +310,7 @@ create or replace procedure public.run_log_retention(
   batch_rows integer default 5000
 )
 language plpgsql
-set search_path = ''
+-- No SET clause: a procedure with one cannot COMMIT. Every name below is qualified.
 as $$
 declare
   n bigint;

@@ -304,7 +304,20 @@ def db_checks(db_url: str, s: Settings) -> list[Check]:
                     "every migration is recorded in supabase_migrations.schema_migrations",
                 )
             )
+        checks.append(maintenance_jobs_check(conn))
     return checks
+
+
+# -- watch: the pg_cron jobs of the watch migration (supabase_log_handler/watch/maintenance.py)
+def maintenance_jobs_check(conn: Any) -> Check:
+    """Whether pg_cron runs the reaper and the retention ("--" when pg_cron is not installed)."""
+    from ..watch.maintenance import cron_status
+
+    try:
+        ok, detail, fix = cron_status(conn)
+    except Exception as exc:  # e.g. no access to the cron schema
+        return Check("pg_cron jobs", None, f"not checked: {str(exc).strip()}")
+    return Check("pg_cron jobs", ok, detail, fix)
 
 
 def run_checks(env_file: str | None, db_url: str | None) -> list[Check]:

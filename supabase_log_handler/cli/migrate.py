@@ -250,4 +250,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     print(
         f"database is up to date ({len(results)} migration{'s' if len(results) != 1 else ''}, {fresh} applied now)"
     )
+    _schedule_maintenance(db_url)
     return 0
+
+
+def _schedule_maintenance(db_url: str) -> None:
+    """The reaper and the retention as pg_cron jobs, when pg_cron is installed (watch/maintenance.py)."""
+    from ..watch.maintenance import schedule_jobs
+
+    psycopg = import_psycopg()
+    try:
+        print(schedule_jobs(db_url))
+    except psycopg.Error as exc:
+        raise CommandError(f"scheduling the pg_cron jobs failed: {str(exc).strip()}", code=1) from None

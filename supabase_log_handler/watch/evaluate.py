@@ -209,53 +209,35 @@ def run_problems(
             "error_message": run.get("error_message"),
         }
         took = format_duration(ms / 1000) if ms is not None else "?"
+
+        def add(kind: str, summary: str, **extra: Any) -> None:
+            out.append(Problem(script_name, kind, rid, started, rid, summary, {**base, **extra}))  # noqa: B023
+
         if status == "error":
             message = str(run.get("error_message") or "").strip()
             kind = "lost" if message.startswith("lost:") else "failed"
             first = message.splitlines()[0] if message else "no error message"
-            summary = first if kind == "lost" else f"failed after {took}: {first}"
-            out.append(Problem(script_name, kind, rid, started, rid, summary, base))
+            add(kind, first if kind == "lost" else f"failed after {took}: {first}")
             continue
         limit = schedule.max_runtime_s if schedule else None
+        floor = schedule.min_runtime_s if schedule else None
         if status == "running" and limit is not None:
             running_s = (now - started).total_seconds()
             if running_s > limit:
-                out.append(
-                    Problem(
-                        script_name,
-                        "too_long",
-                        rid,
-                        started,
-                        rid,
-                        f"running for {format_duration(running_s)}, limit {format_duration(limit)}",
-                        {**base, "running_s": int(running_s), "max_runtime_s": limit},
-                    )
+                add(
+                    "too_long",
+                    f"running for {format_duration(running_s)}, limit {format_duration(limit)}",
+                    running_s=int(running_s),
+                    max_runtime_s=limit,
                 )
-        elif status == "success" and ms is not None and schedule is not None:
+        elif status == "success" and ms is not None:
             if limit is not None and ms > limit * 1000:
-                out.append(
-                    Problem(
-                        script_name,
-                        "too_long",
-                        rid,
-                        started,
-                        rid,
-                        f"took {took}, limit {format_duration(limit)}",
-                        {**base, "max_runtime_s": limit},
-                    )
-                )
-            floor = schedule.min_runtime_s
+                add("too_long", f"took {took}, limit {format_duration(limit)}", max_runtime_s=limit)
             if floor is not None and ms < floor * 1000:
-                out.append(
-                    Problem(
-                        script_name,
-                        "too_fast",
-                        rid,
-                        started,
-                        rid,
-                        f"finished in {took}, expected at least {format_duration(floor)}",
-                        {**base, "min_runtime_s": floor},
-                    )
+                add(
+                    "too_fast",
+                    f"finished in {took}, expected at least {format_duration(floor)}",
+                    min_runtime_s=floor,
                 )
     return out
 
