@@ -186,18 +186,10 @@ def cmd_schedule_set(args: argparse.Namespace) -> int:
 
 
 def _schedule_json(s: Schedule) -> dict[str, Any]:
-    return {
-        "script_name": s.script_name,
-        "cron": s.cron,
-        "interval_s": s.interval_s,
-        "timezone": s.timezone,
-        "grace_s": s.grace_s,
-        "max_runtime_s": s.max_runtime_s,
-        "min_runtime_s": s.min_runtime_s,
-        "channels": list(s.channels) if s.channels else None,
-        "enabled": s.enabled,
-        "declared_in": s.declared_in,
-    }
+    out = s._asdict()
+    out.pop("created_at")
+    out["channels"] = list(s.channels) if s.channels else None
+    return out
 
 
 def cmd_schedule_list(args: argparse.Namespace) -> int:

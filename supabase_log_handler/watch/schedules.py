@@ -13,15 +13,16 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
-from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ConfigurationError
 
 UTC = dt.timezone.utc
 KINDS_OF_SOURCE = ("cli", "code", "sql")
 DEFAULT_GRACE_S = 300
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?", re.IGNORECASE)
+_DURATION = (
+    r"(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h|d|w)?"  # compiled on first use (import stays cheap)
+)
 _UNIT_S = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
 INSTALL_HINT = "schedules need the [watch] extra: pip install 'supabase-log-handler[watch]'"
 
@@ -34,7 +35,7 @@ def parse_duration_s(text: str | float | int) -> float:
         return float(text)
     compact = str(text).strip().replace(" ", "")
     pos, total = 0, 0.0
-    for match in _DURATION.finditer(compact):
+    for match in re.finditer(_DURATION, compact, re.IGNORECASE):
         if match.start() != pos or not match.group(0):
             break
         total += float(match.group(1)) * _UNIT_S[(match.group(2) or "s").lower()]
@@ -138,8 +139,7 @@ def _seconds(name: str, value: float | None, *, allow_zero: bool) -> int | None:
     return round(value)
 
 
-@dataclass(frozen=True)
-class Schedule:
+class Schedule(NamedTuple):
     """One row of ``job_schedules``: when ``script_name`` is expected to run, and its limits."""
 
     script_name: str
@@ -177,8 +177,7 @@ class Schedule:
             channels = (
                 tuple(sorted({c.strip().lower() for c in self.channels if c.strip()})) or None
             )
-        return replace(
-            self,
+        return self._replace(
             script_name=self.script_name.strip(),
             cron=cron,
             interval_s=interval,
