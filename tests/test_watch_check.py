@@ -60,6 +60,7 @@ def test_every_minute_across_dst_each_state_once_and_one_recovery(
             for state in (expect_state, then or expect_state):  # a repeat sends nothing more
                 code, report, err = check(capsys, now)
                 assert code == expect_code, (now, report, err)
+                assert gw.service_key not in json.dumps(report)  # quoted by a run: masked
                 assert report["jobs"][0]["state"] == state, (now, report)
             sent.append(peers.counts())
             return report
@@ -202,15 +203,22 @@ def test_check_reaps_a_killed_run_alerts_once_and_never_touches_live_ones(
         metadata={"heartbeat_interval_s": 30},
     )
     silent = add_run(db, "legacy", "running", at("2026-05-01 00:00:00"))
+    long_dead = add_run(
+        db, "archive", "running", at("2026-05-01 00:00:00"), heartbeat=at("2026-05-02 00:00:00")
+    )  # silent for 2.5 days
     with alert_peers(monkeypatch) as peers:
         code, out, _ = cli(capsys, "check", "--now", now.isoformat())
         assert code == 1
         assert f"lost: run {killed} of import (no heartbeat since 2026-05-04 11:58:00 UTC)" in out
-        assert "import  lost" in out
+        assert "import   lost" in out and "archive  lost" in out
         code, out, _ = cli(capsys, "check", "--now", now.isoformat())
-        assert peers.counts() == (1, 1, 1)
-    assert "import was lost (no heartbeat)" in peers.slack.texts()[0]
-    assert "lost: no heartbeat since 2026-05-04 11:58:00 UTC" in peers.slack.texts()[0]
+        assert peers.counts() == (2, 2, 2)
+    assert sorted(t.split("\n")[0] for t in peers.slack.texts()) == [
+        "*archive was lost (no heartbeat)*",
+        "*import was lost (no heartbeat)*",
+    ]
+    assert db.fetchval("select status from runs where id = %s", (long_dead,)) == "error"
+    assert any("lost: no heartbeat since 2026-05-04 11:58:00 UTC" in t for t in peers.slack.texts())
     rows = dict(db.fetch("select id::text, status || ' ' || coalesce(error_message, '') from runs"))
     assert rows[killed] == "error lost: no heartbeat since 2026-05-04 11:58:00 UTC"
     assert rows[live] == "running " and rows[silent] == "running "

@@ -262,4 +262,6 @@ def _schedule_maintenance(db_url: str) -> None:
     try:
         print(schedule_jobs(db_url))
     except psycopg.Error as exc:
-        raise CommandError(f"scheduling the pg_cron jobs failed: {str(exc).strip()}", code=1) from None
+        raise CommandError(
+            f"scheduling the pg_cron jobs failed: {str(exc).strip()}", code=1
+        ) from None

@@ -1,4 +1,4 @@
-"""The watch commands: ``schedule set|list|rm``, ``check``, ``prune`` and ``digest``.
+"""The watch commands: ``schedule set|list|rm``, ``check`` and ``prune``.
 
 Owns their arguments and output; the work is in ``supabase_log_handler.watch``.
 ``check`` exits 1 when a job needs attention, so cron, CI and pg_cron wrappers
@@ -9,27 +9,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import io
+import sys
 from typing import Any
 
 from ..errors import ConfigurationError
-from ..sinks import Filter
-from ..watch.alerts import deliver, redactor_for
-from ..watch.channels import Message, load_channels
+from ..watch.alerts import redactor_for
+from ..watch.channels import load_channels
 from ..watch.check import CheckOptions, run_check
 from ..watch.retention import Windows, prune_local, prune_supabase
 from ..watch.schedules import Schedule, format_duration, parse_duration_s
 from ..watch.store import WatchDb
-from ..watch.summary import summarize, totals
 from ._common import (
     CommandError,
     emit_json,
-    iso,
-    open_reader,
-    parse_since,
     parse_time,
-    select_all,
     settings,
-    show_duration,
     show_time,
     table,
 )
@@ -138,18 +133,6 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--now", help="measure the windows from this ISO time instead of the clock")
     p.add_argument("--json", action="store_true", help="the counts as a JSON object")
     p.set_defaults(func=cmd_prune)
-
-    p = sub.add_parser(
-        "digest",
-        help="send a summary of recent runs",
-        description="Runs, failures, durations and cost per job over --since, sent to "
-        "every configured alert channel (run it daily).",
-    )
-    p.add_argument("--since", default="24h", help="period covered (default 24h)")
-    p.add_argument(
-        "--print", dest="print_only", action="store_true", help="print the message, send nothing"
-    )
-    p.set_defaults(func=cmd_digest)
 
 
 # -- schedule ------------------------------------------------------------------------------
@@ -270,9 +253,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     finally:
         db.close()
     code = 1 if report.needs_attention else 0
+    redactor = redactor_for(channels)  # error messages may quote a secret: never print one
     if args.json:
-        emit_json(report.as_json())
+        emit_json(redactor.value(report.as_json()))
         return code
+    out = io.StringIO()
     table(
         ("JOB", "STATE", "SCHEDULE", "LAST RUN (UTC)", "LAST STATUS", "NEXT (UTC)", "DETAIL"),
         (
@@ -287,20 +272,25 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
             for job in report.jobs
         ),
+        out,
     )
     for run in report.reaped:
-        print(
-            f"lost: run {run['id']} of {run['script_name']} (no heartbeat since {show_time(run['heartbeat_at'])} UTC)"
+        out.write(
+            f"lost: run {run['id']} of {run['script_name']} "
+            f"(no heartbeat since {show_time(run['heartbeat_at'])} UTC)\n"
         )
     for sent in report.alerts:
         where = ", ".join(sent["sent"]) or "no channel"
         problems = sent["failed"] + [f"{n}: timed out" for n in sent["timed_out"]]
-        print(
+        out.write(
             f"alert {sent['event']} {sent['script_name']} {sent['kind']}: sent to {where}"
             + (f" (not sent: {'; '.join(problems)})" if problems else "")
+            + "\n"
         )
     for note in report.notes:
-        print(f"note: {note}")
+        out.write(f"note: {note}\n")
+    sys.stdout.write(redactor.text(out.getvalue()))
+    sys.stdout.flush()
     return code
 
 
@@ -336,67 +326,3 @@ def cmd_prune(args: argparse.Namespace) -> int:
         f" UTC, others from before {show_time(result.failed_runs_before)} UTC (with their logs)"
     )
     return 0
-
-
-# -- digest --------------------------------------------------------------------------------
-def digest_message(
-    summary: dict[str, dict[str, Any]], since: dt.datetime, until: dt.datetime
-) -> Message:
-    all_ = totals(summary)
-    lines = [
-        f"{show_time(iso(since))} - {show_time(iso(until))} UTC: {all_['runs']} runs, "
-        f"{all_['failed']} failed, API cost {all_['api_cost']:g}"
-    ]
-    for name, st in summary.items():
-        lines.append(
-            f"- {name}: {st['total']} runs, {st['failed']} failed"
-            + (f" ({st['success_rate']:g}% ok)" if st["success_rate"] is not None else "")
-            + f", p50 {show_duration(st['p50_duration_ms']) or '-'}, p95 {show_duration(st['p95_duration_ms']) or '-'}"
-            + f", max {show_duration(st['max_duration_ms']) or '-'}, cost {st['api_cost']:g}"
-        )
-    if not summary:
-        lines.append("no runs")
-    subject = f"Job digest: {all_['runs']} runs, {all_['failed']} failed"
-    return Message(
-        subject,
-        "\n".join(lines),
-        {
-            "event": "digest",
-            "since": iso(since),
-            "until": iso(until),
-            "jobs": summary,
-            "totals": all_,
-        },
-    )
-
-
-def cmd_digest(args: argparse.Namespace) -> int:
-    until = dt.datetime.now(UTC)
-    since = parse_since(args.since, now=until)
-    sink, s = open_reader(args.env_file, quiet=True)
-    try:
-        filters: list[Filter] = [("started_at", "gte", iso(since))]
-        runs = select_all(sink, s.runs_table, filters, key="started_at")
-    finally:
-        sink.close()
-    message = digest_message(summarize(runs), since, until)
-    if args.print_only:
-        print(message.subject)
-        print(message.text)
-        return 0
-    try:
-        channels = load_channels(env_file=args.env_file)
-    except ConfigurationError as exc:
-        raise CommandError(str(exc)) from None
-    if not channels:
-        raise CommandError(
-            "no alert channel is configured (see docs/watching.md, Alerts); "
-            "`digest --print` shows the message"
-        )
-    outcome = deliver(
-        message, list(channels.values()), deadline_s=30.0, redactor=redactor_for(channels)
-    )
-    print(f"digest sent to {', '.join(outcome.sent) or 'no channel'}")
-    for failure in outcome.failed + [f"{n}: timed out" for n in outcome.timed_out]:
-        print(f"not sent: {failure}")
-    return 0 if outcome.ok else 1

@@ -18,16 +18,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import Settings
 from .schedules import Schedule, declare_schedule, declare_schedule_in_background
 
 
 def notify_run_failed(
-    run_row: dict[str, Any], error_rows: list[dict[str, Any]], *, deadline_s: float
+    run_row: dict[str, Any],
+    error_rows: list[dict[str, Any]],
+    *,
+    deadline_s: float,
+    settings: Settings | None = None,
 ) -> None:
     """See :func:`supabase_log_handler.watch.alerts.notify_run_failed` (imported on first call)."""
     from .alerts import notify_run_failed as notify
 
-    notify(run_row, error_rows, deadline_s=deadline_s)
+    notify(run_row, error_rows, deadline_s=deadline_s, settings=settings)
 
 
 __all__ = ["Schedule", "declare_schedule", "declare_schedule_in_background", "notify_run_failed"]

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._redact import Redactor
+from ..config import Settings
 from ..diagnostics import Diagnostics
 from .channels import Channel, Message, load_channels
 from .evaluate import show
@@ -243,7 +244,9 @@ def run_failed_message(run: dict[str, Any], error_rows: list[dict[str, Any]]) ->
     return incident_message(incident, error_rows)
 
 
-def _claim_failed_run(run: dict[str, Any], timeout_s: float) -> tuple[bool, str | None]:
+def _claim_failed_run(
+    run: dict[str, Any], timeout_s: float, settings: Settings | None
+) -> tuple[bool, str | None]:
     """Ask Supabase whether this process should send (False when a checker already did).
 
     Returns (send, incident id). Without Supabase, or when the claim cannot be made,
@@ -252,7 +255,7 @@ def _claim_failed_run(run: dict[str, Any], timeout_s: float) -> tuple[bool, str 
     from ..config import load_settings
 
     try:
-        s = load_settings({})
+        s = settings or load_settings({})
         if not s.uses_supabase or not s.url or not s.key:
             return True, None
         import httpx
@@ -288,13 +291,13 @@ def _claim_failed_run(run: dict[str, Any], timeout_s: float) -> tuple[bool, str 
         return True, None
 
 
-def _mark_sent(incident_id: str, timeout_s: float) -> None:
+def _mark_sent(incident_id: str, timeout_s: float, settings: Settings | None) -> None:
     from ..config import load_settings
 
     try:
         import httpx
 
-        s = load_settings({})
+        s = settings or load_settings({})
         assert s.url and s.key
         headers = {
             "apikey": s.key,
@@ -314,7 +317,11 @@ def _mark_sent(incident_id: str, timeout_s: float) -> None:
 
 
 def notify_run_failed(
-    run_row: dict[str, Any], error_rows: list[dict[str, Any]], *, deadline_s: float
+    run_row: dict[str, Any],
+    error_rows: list[dict[str, Any]],
+    *,
+    deadline_s: float,
+    settings: Settings | None = None,
 ) -> None:
     """Alert every configured channel that a run failed; returns within ``deadline_s``.
 
@@ -323,7 +330,8 @@ def notify_run_failed(
     ``failed`` incident, so ``supabase-log check`` does not alert about it again,
     and skips sending when a checker already did. When the deadline runs out
     the sending goes on in a daemon thread (it cannot delay exit) and
-    ``alert_counts()["gave_up"]`` counts it.
+    ``alert_counts()["gave_up"]`` counts it. ``settings`` are the handler's (for
+    the claim); by default they are read from the environment.
     """
     try:
         channels = load_channels()
@@ -334,10 +342,13 @@ def notify_run_failed(
         return
     ends_at = _monotonic() + max(deadline_s, 0.0)
     finished = threading.Event()
+    cut_short = threading.Event()  # a channel was still sending when the deadline came
 
     def work() -> None:
         try:
-            send, incident_id = _claim_failed_run(run_row, max(0.1, (ends_at - _monotonic()) / 2))
+            send, incident_id = _claim_failed_run(
+                run_row, max(0.1, (ends_at - _monotonic()) / 2), settings
+            )
             if not send:
                 _count("run_failed_skipped")
                 return
@@ -348,7 +359,9 @@ def notify_run_failed(
             if outcome.ok:
                 _count("run_failed_sent")
                 if incident_id:
-                    _mark_sent(incident_id, max(0.1, ends_at - _monotonic()))
+                    _mark_sent(incident_id, max(0.1, ends_at - _monotonic()), settings)
+            if outcome.timed_out:
+                cut_short.set()
             if outcome.failed or outcome.timed_out:
                 diagnostics.report(
                     "alerts",
@@ -361,7 +374,7 @@ def notify_run_failed(
             finished.set()
 
     threading.Thread(target=work, name="supabase-log-run-failed-alert", daemon=True).start()
-    if not finished.wait(max(0.0, ends_at - _monotonic())):
+    if not finished.wait(max(0.0, ends_at - _monotonic())) or cut_short.is_set():
         _count("gave_up")
         diagnostics.report(
             "alerts", f"failure alert still sending after {deadline_s:g}s; not waiting"

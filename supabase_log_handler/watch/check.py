@@ -90,15 +90,18 @@ def evaluate_all(db: WatchDb, opts: CheckOptions, report: CheckReport) -> None:
             multiple=opts.stale_multiple, default_interval_s=opts.default_heartbeat_s, as_of=now
         )
     ]
+    # closed just now: their finished_at (the last heartbeat) may be older than any window
+    reaped = db.runs_by_id([str(r["id"]) for r in report.reaped])
     schedules = [s for s in db.schedules() if s.enabled]
     for schedule in schedules:
         start = window_start(schedule, now)
         runs = db.runs_started(schedule.script_name, start, now)
         runs += db.running_since_before(schedule.script_name, start)
+        runs += [r for r in reaped if r["script_name"] == schedule.script_name]
         report.jobs.append(evaluate_schedule(schedule, runs, now))
     scheduled = {s.script_name for s in schedules}
     lost: dict[str, list[dict[str, Any]]] = {}
-    for run in db.lost_runs(now - UNSCHEDULED_LOOKBACK, now):
+    for run in [*reaped, *db.lost_runs(now - UNSCHEDULED_LOOKBACK, now)]:
         if run["script_name"] not in scheduled:
             lost.setdefault(str(run["script_name"]), []).append(run)
     good: dict[str, list[dict[str, Any]]] = {}
@@ -159,7 +162,7 @@ def alert(
                     for row in told:
                         db.mark_incident(str(row["id"]), "recovery_sent_at", opts.now)
         for problem in job.problems:
-            detail = {**problem.detail, "summary": problem.summary}
+            detail = redactor.value({**problem.detail, "summary": problem.summary})
             incident = db.claim(
                 script_name=job.script_name,
                 kind=problem.kind,

@@ -146,6 +146,14 @@ class WatchDb:
                 break
         return out
 
+    def runs_by_id(self, run_ids: list[str]) -> list[dict[str, Any]]:
+        if not run_ids:
+            return []
+        rows = self._run(
+            lambda c: c.table(self.runs_table).select(RUN_COLUMNS).in_("id", run_ids[:PAGE_ROWS])
+        )
+        return list(rows or [])
+
     def running_since_before(self, script_name: str, before: dt.datetime) -> list[dict[str, Any]]:
         """Runs of ``script_name`` still ``running`` that started before ``before``."""
         rows = self._run(
