@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import wait_until
+from conftest import run_script, wait_until
 from stack.alert_peers import mail_peer, slack_peer, telegram_peer, webhook_peer
 from stack.fixtures import FreshStack
 from watch_helpers import (
@@ -168,6 +168,25 @@ def test_notify_run_failed_gives_up_at_its_deadline_when_the_webhook_hangs(
         assert not hook.release.is_set()  # the request is still hanging: notify did not wait for it
         assert hook.received[0].body["script_name"] == "vapi-sync"
         assert "Last ERROR rows:\n" in hook.received[0].body["text"]
+
+
+def test_a_job_process_exits_while_its_alert_still_hangs(tmp_path: Path) -> None:
+    """A job that alerts through a hanging webhook exits normally after the deadline: the daemon
+    thread still holding the request does not keep the interpreter alive."""
+    with webhook_peer(hang=True) as hook:
+        proc = run_script(
+            """
+            from supabase_log_handler.watch import notify_run_failed
+            from supabase_log_handler.watch.alerts import alert_counts
+            notify_run_failed({"id": "r9", "script_name": "job", "status": "error"}, [], deadline_s=0.5)
+            print(alert_counts()["gave_up"])
+            """,
+            {"SUPABASE_LOG_WEBHOOK_URL": hook.base_url + "/hook"},
+            cwd=tmp_path,
+            timeout_s=60,
+        )
+        assert proc.returncode == 0 and proc.stdout.strip() == "1"
+        assert hook.arrived.is_set() and not hook.release.is_set()
 
 
 def test_job_alert_claims_the_incident_so_check_does_not_repeat_it(
