@@ -53,8 +53,7 @@ def test_durations_parse_and_format() -> None:
 
 
 def test_cron_times_follow_the_wall_clock_through_dst() -> None:
-    """In Europe/Berlin, 02:30 daily is 01:00 UTC on the spring day (skipped hour) and once on the
-    autumn day; every-minute has no phantom minutes in the skipped hour."""
+    """In Europe/Berlin, 02:30 daily is 01:00 UTC on the spring day (skipped hour) and once on the autumn day; every-minute has no phantom minutes in the skipped hour."""
     spring = cron_times(
         "30 2 * * *", "Europe/Berlin", at("2026-03-27 00:00"), at("2026-03-31 00:00")
     )
@@ -120,8 +119,7 @@ def kinds(schedule: Schedule, runs: list[dict[str, Any]], now: str) -> list[tupl
 
 
 def test_interval_schedule_late_then_missed_then_a_late_start() -> None:
-    """Every hour with 5m grace after a 10:00 run: fine at 11:04, late at 11:06, missed (and the next
-    start late) at 12:06; a run at 11:20 was a late start, ended by the next good run."""
+    """Every hour with 5m grace after a 10:00 run: fine at 11:04, late at 11:06, missed (and the next start late) at 12:06; a run at 11:20 was a late start, ended by the next good run."""
     sched = Schedule("j", interval_s=3600, grace_s=300, created_at=at("2026-01-01 00:00"))
     runs = [run("a", "2026-01-01 10:00")]
     assert kinds(sched, runs, "2026-01-01 11:04") == []
@@ -169,8 +167,7 @@ def test_declare_schedule_writes_once_and_updates_on_change(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """declare_schedule creates the row (declared_in=code), leaves it when unchanged, updates it when
-    the arguments change; the background variant runs once per process and never raises."""
+    """declare_schedule creates the row (declared_in=code), leaves it when unchanged, updates it when the arguments change; the background variant runs once per process and never raises."""
     gw, db = fresh_gateway()
     monkeypatch.chdir(tmp_path)
     creds = {"url": gw.url, "key": gw.service_key}

@@ -38,8 +38,7 @@ MESSAGE = Message("job failed", "line one\nline two", {"event": "incident", "kin
 
 
 def test_each_channel_delivers_in_its_protocol() -> None:
-    """Slack gets {"text"}, Telegram sendMessage gets chat_id/text, the webhook gets JSON with its
-    Authorization header, email arrives through SMTP AUTH."""
+    """Slack gets {"text"}, Telegram sendMessage gets chat_id/text, the webhook gets JSON with its Authorization header, email arrives through SMTP AUTH."""
     with (
         slack_peer() as slack,
         telegram_peer(TELEGRAM_TOKEN) as tg,
@@ -77,8 +76,7 @@ def test_each_channel_delivers_in_its_protocol() -> None:
 
 
 def test_refusals_name_the_channel_and_never_the_secret() -> None:
-    """A wrong webhook path, a wrong bot token, a wrong SMTP password and a server without STARTTLS
-    each raise AlertError naming the channel and the fix, without the secret."""
+    """A wrong webhook path, a wrong bot token, a wrong SMTP password and a server without STARTTLS each raise AlertError naming the channel and the fix, without the secret."""
     with (
         slack_peer() as slack,
         telegram_peer(TELEGRAM_TOKEN) as tg,
@@ -124,8 +122,7 @@ def test_channels_come_from_the_documented_variables(
 
 
 def test_deliver_masks_secrets_and_returns_by_its_deadline_when_a_channel_hangs() -> None:
-    """A message carrying a channel's secret reaches Slack masked; a hanging webhook is reported as
-    timed out while Slack's delivery stands."""
+    """A message carrying a channel's secret reaches Slack masked; a hanging webhook is reported as timed out while Slack's delivery stands."""
     with slack_peer() as slack, webhook_peer(hang=True) as hook:
         slack_url = slack.base_url + slack.secret_path
         leaky = Message("x", f"posted to {slack_url} with {TELEGRAM_TOKEN}", {})
@@ -144,8 +141,7 @@ def test_deliver_masks_secrets_and_returns_by_its_deadline_when_a_channel_hangs(
 def test_notify_run_failed_gives_up_at_its_deadline_when_the_webhook_hangs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The job-side alert returns while the hanging webhook still holds the request, and counts
-    that it gave up; it never raises."""
+    """The job-side alert returns while the hanging webhook still holds the request, and counts that it gave up; it never raises."""
     monkeypatch.chdir(tmp_path)
     with webhook_peer(hang=True) as hook:
         monkeypatch.setenv("SUPABASE_LOG_WEBHOOK_URL", hook.base_url + "/hook")
@@ -171,8 +167,7 @@ def test_notify_run_failed_gives_up_at_its_deadline_when_the_webhook_hangs(
 
 
 def test_a_job_process_exits_while_its_alert_still_hangs(tmp_path: Path) -> None:
-    """A job that alerts through a hanging webhook exits normally after the deadline: the daemon
-    thread still holding the request does not keep the interpreter alive."""
+    """A job that alerts through a hanging webhook exits normally after the deadline: the daemon thread still holding the request does not keep the interpreter alive."""
     with webhook_peer(hang=True) as hook:
         proc = run_script(
             """
@@ -195,8 +190,7 @@ def test_job_alert_claims_the_incident_so_check_does_not_repeat_it(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A failed run alerted by the job itself is one incident: a second notify and a later `check`
-    send nothing more, and the message carries the ERROR rows and the dashboard link."""
+    """A failed run alerted by the job itself is one incident: a second notify and a later `check` send nothing more, and the message carries the ERROR rows and the dashboard link."""
     gw, db = fresh_gateway()
     point_at(monkeypatch, tmp_path, gw)
     monkeypatch.setenv("SUPABASE_LOG_DASHBOARD_URL", "https://dash.example.test/runs/{run_id}")

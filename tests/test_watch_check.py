@@ -32,8 +32,7 @@ def test_every_minute_across_dst_each_state_once_and_one_recovery(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Every-minute job in Europe/Berlin across the spring DST jump: failed, missed, late, too fast,
-    too long and recovered are each reported once, on Slack, Telegram and email, with no secret."""
+    """Every-minute job in Europe/Berlin across the spring DST jump: failed, missed, late, too fast, too long and recovered are each reported once, on Slack, Telegram and email, with no secret."""
     gw, db = fresh_gateway()
     point_at(monkeypatch, tmp_path, gw)
     with alert_peers(monkeypatch) as peers:
@@ -141,8 +140,7 @@ def test_daily_schedule_keeps_its_local_time_across_both_dst_changes(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """ "30 2 * * *" in Europe/Berlin: on the spring day (02:30 does not exist) the 03:00 CEST run is
-    on time, on the autumn day the first 02:30 counts once, and a skipped day is missed."""
+    """A "30 2 * * *" schedule in Europe/Berlin: on the spring day (02:30 does not exist) the 03:00 CEST run is on time, on the autumn day the first 02:30 counts once, and a skipped day is missed."""
     gw, db = fresh_gateway()
     point_at(monkeypatch, tmp_path, gw)
     code, _, _ = cli(
@@ -181,8 +179,7 @@ def test_check_reaps_a_killed_run_alerts_once_and_never_touches_live_ones(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A run whose heartbeat stopped (its process was SIGKILLed) is closed as lost by `check` and
-    alerted once; a slow live run with a fresh heartbeat, and one that sends none, stay running."""
+    """A run whose heartbeat stopped (its process was SIGKILLed) is closed as lost by `check` and alerted once; a slow live run with a fresh heartbeat, and one that sends none, stay running."""
     gw, db = fresh_gateway()
     point_at(monkeypatch, tmp_path, gw)
     now = at("2026-05-04 12:00:00")

@@ -28,8 +28,7 @@ def cron_jobs(db: Db) -> dict[str, tuple[str, str]]:
 def test_migrate_schedules_the_jobs_once_and_their_commands_work(
     cron_db: Db, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """With pg_cron installed, migrate creates both jobs, keeps them (and hand edits) on later runs,
-    doctor reports them ok, and each job's command does its work when run as pg_cron runs it."""
+    """With pg_cron installed, migrate creates both jobs, keeps them (and hand edits) on later runs, doctor reports them ok, and each job's command does its work when run as pg_cron runs it."""
     monkeypatch.chdir(tmp_path)
     cron_db.execute("create extension if not exists pg_cron")
     code, out, _ = cli(capsys, "migrate", "--db-url", cron_db.dsn)
@@ -83,8 +82,7 @@ def test_without_pg_cron_migrate_skips_and_doctor_says_so(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """On a database without pg_cron, migrate succeeds and says nothing was scheduled, and doctor
-    marks the check `--` (not a failure) with how to schedule the work instead."""
+    """On a database without pg_cron, migrate succeeds and says nothing was scheduled, and doctor marks the check `--` (not a failure) with how to schedule the work instead."""
     _, db = fresh_gateway(migrations=False)
     monkeypatch.chdir(tmp_path)
     code, out, _ = cli(capsys, "migrate", "--db-url", db.dsn)

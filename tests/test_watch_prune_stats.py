@@ -89,8 +89,7 @@ def ids(sink: Sink, table: str) -> set[str]:
 def test_prune_deletes_exactly_the_rows_outside_its_windows(
     backend: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`prune --dry-run` counts and keeps; `prune` deletes logs past --logs-days, successful runs past
-    --runs-days and other runs past --failed-runs-days (their logs with them), and nothing else."""
+    """`prune --dry-run` counts and keeps; `prune` deletes logs past --logs-days, successful runs past --runs-days and other runs past --failed-runs-days (their logs with them), and nothing else."""
     sink = backend.sink
     runs = [
         run(1, "a", "success", 9, 1),
@@ -133,8 +132,7 @@ def test_prune_deletes_exactly_the_rows_outside_its_windows(
 def test_stats_percentiles_cost_and_records_from_known_runs(
     backend: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`stats` gives p50/p95/max duration, success rate, record sums and API cost per job, the same on
-    both stores (p95 of 1, 2, 3, 4, 10 s interpolates to 8.8 s)."""
+    """`stats` gives p50/p95/max duration, success rate, record sums and API cost per job, the same on both stores (p95 of 1, 2, 3, 4, 10 s interpolates to 8.8 s)."""
     now = dt.datetime.now(dt.timezone.utc)
     rows = []
     for i, seconds in enumerate((4.0, 1.0, 10.0, 3.0, 2.0)):

@@ -23,8 +23,7 @@ def client(url: str, key: str) -> Any:
 def test_reap_stale_runs_closes_only_runs_whose_heartbeat_stopped(
     fresh_gateway: Callable[..., FreshStack],
 ) -> None:
-    """reap_stale_runs (RPC, service role) closes a run silent for more than 3 of its own heartbeat
-    intervals, and never a fresh one, one within its longer interval, or one without heartbeats."""
+    """reap_stale_runs (RPC, service role) closes a run silent for more than 3 of its own heartbeat intervals, and never a fresh one, one within its longer interval, or one without heartbeats."""
     gw, db = fresh_gateway()
     now = at("2026-05-04 12:00:00")
     killed = add_run(
@@ -104,8 +103,7 @@ def test_reap_stale_runs_closes_only_runs_whose_heartbeat_stopped(
 def test_retention_functions_delete_exactly_their_windows_in_batches(
     fresh_gateway: Callable[..., FreshStack],
 ) -> None:
-    """prune_logs / prune_runs delete logs older than the logs window and successful runs sooner
-    than failed ones, at most max_rows a call; dry_run counts without deleting."""
+    """prune_logs / prune_runs delete logs older than the logs window and successful runs sooner than failed ones, at most max_rows a call; dry_run counts without deleting."""
     gw, db = fresh_gateway()
     now = at("2026-09-01 00:00:00")
     days = lambda n: now - dt.timedelta(days=n)  # noqa: E731
@@ -143,8 +141,7 @@ def test_retention_functions_delete_exactly_their_windows_in_batches(
 def test_statistics_views_match_the_data_and_are_read_only_for_authenticated(
     fresh_gateway: Callable[..., FreshStack],
 ) -> None:
-    """run_stats_daily and log_volume_hourly give the known counts, percentiles, records and cost to
-    `authenticated` (RLS applies), and nothing to `anon`."""
+    """run_stats_daily and log_volume_hourly give the known counts, percentiles, records and cost to `authenticated` (RLS applies), and nothing to `anon`."""
     gw, db = fresh_gateway()
     day = dt.datetime.now(dt.timezone.utc).replace(hour=1, minute=0, second=0, microsecond=0)
     durations = [1.0, 2.0, 3.0, 4.0, 10.0]
@@ -199,8 +196,7 @@ def test_statistics_views_match_the_data_and_are_read_only_for_authenticated(
 def test_concurrent_claims_of_one_problem_give_it_to_exactly_one_caller(
     fresh_gateway: Callable[..., FreshStack],
 ) -> None:
-    """Eight connections claim the same incident at once: one gets the row; a second problem of the
-    same kind joins the open incident; re-alert comes only after its interval."""
+    """Eight connections claim the same incident at once: one gets the row; a second problem of the same kind joins the open incident; re-alert comes only after its interval."""
     _, db = fresh_gateway()
     barrier = threading.Barrier(8)
     results: list[int] = []
