@@ -11,6 +11,14 @@ if ! have_postgres; then
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
 fi
+# pg_cron for the watch tests (tests/stack/fixtures.py: cron_db), for each installed server.
+for bindir in /usr/lib/postgresql/*/bin; do
+  version="$(basename "$(dirname "$bindir")")"
+  if [ ! -e "/usr/lib/postgresql/$version/lib/pg_cron.so" ]; then
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-$version-cron"
+  fi
+done
 
 .venv/bin/ruff check supabase_log_handler tests benchmarks examples
 .venv/bin/mypy supabase_log_handler

@@ -43,6 +43,7 @@ from .runs import (
     RunLogger,
     start_run,
 )
+from .watch.schedules import declare_schedule
 
 __version__ = "0.1.0"
 
@@ -70,6 +71,7 @@ __all__ = [
     "SupabaseLogHandlerError",
     "TransientError",
     "__version__",
+    "declare_schedule",
     "get_logs",
     "get_run",
     "install",

@@ -118,7 +118,9 @@ def test_doctor_names_missing_table_column_and_rls(
     assert checks["rls"]["ok"] is None and "SUPABASE_DB_URL" in checks["rls"]["detail"]
 
     gw, db = fresh_gateway()  # migrated by the stack, so not recorded in the CLI's history
-    db.execute("alter table runs drop column api_cost; alter table runs disable row level security")
+    db.execute(  # cascade: the statistics view reads api_cost
+        "alter table runs drop column api_cost cascade; alter table runs disable row level security"
+    )
     point_at(monkeypatch, tmp_path, gw, db)
     code, out, _ = cli(capsys, "doctor")
     assert code == 1

@@ -151,6 +151,7 @@ def db_checks(db_url: str, s: Settings) -> tuple[list[Check], bool]:
         checks.extend(access.function_checks(conn, [m.sql for m in migrations]))
         history, recorded = history_check(conn, migrations)
         checks.append(history)
+        checks.append(maintenance_jobs_check(conn))
     return checks, recorded == 0
 
 
@@ -170,6 +171,20 @@ def history_check(conn: Any, migrations: list[Any]) -> tuple[Check, int]:
         return Check("migrations", False, detail, FIX_MIGRATE), count
     detail = "every migration is recorded in supabase_migrations.schema_migrations"
     return Check("migrations", True, detail), count
+
+
+# -- watch: the pg_cron jobs of the watch migration (supabase_log_handler/watch/maintenance.py)
+def maintenance_jobs_check(conn: Any) -> Check:
+    """Whether pg_cron runs the reaper and the retention ("--" when pg_cron is not installed)."""
+    from ..watch.maintenance import cron_status
+
+    try:
+        ok, detail, fix = cron_status(conn)
+    except Exception as exc:  # e.g. no access to the cron schema
+        return Check("pg_cron jobs", None, f"not checked: {str(exc).strip()}")
+    if ok is None and fix:  # a note, not a failure: its advice is part of what it says
+        return Check("pg_cron jobs", None, f"{detail}; {fix}")
+    return Check("pg_cron jobs", ok, detail, fix)
 
 
 def run_checks(env_file: str | None, db_url: str | None) -> list[Check]:

@@ -283,6 +283,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"{done}: {m.path.name}")
     fresh = sum(1 for _, done in results if done != "already applied")
     count = f"{len(results)} migration{'s' if len(results) != 1 else ''}"
+    _schedule_maintenance(db_url)
     if not remaining:
         print(f"database is up to date ({count}, {fresh} applied now)")
         return 0
@@ -296,3 +297,16 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     else:
         print(f"fix: {FIX_REPAIR}")
     return 1
+
+
+def _schedule_maintenance(db_url: str) -> None:
+    """The reaper and the retention as pg_cron jobs, when pg_cron is installed (watch/maintenance.py)."""
+    from ..watch.maintenance import schedule_jobs
+
+    psycopg = import_psycopg()
+    try:
+        print(schedule_jobs(db_url))
+    except psycopg.Error as exc:
+        raise CommandError(
+            f"scheduling the pg_cron jobs failed: {str(exc).strip()}", code=1
+        ) from None
