@@ -2,8 +2,8 @@
 
 Owns the argument parsing and the dispatch to one module per command:
 ``run`` (wrapper.py), ``runs``/``logs``/``errors``/``stats`` (views.py), ``tail``
-(tail.py), ``migrate`` (migrate.py), ``doctor`` (doctor.py) and ``push``
-(push.py). ``main(argv)`` returns the exit code: the command's own for ``run``,
+(tail.py), ``calls``/``calls stats`` (calls.py), ``migrate`` (migrate.py),
+``doctor`` (doctor.py) and ``push`` (push.py). ``main(argv)`` returns the exit code: the command's own for ``run``,
 0 for success, 1 when something was found wrong, 2 for usage and setup errors.
 See docs/cli.md for the reference.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .. import __version__, autoattach
 from ..errors import ConfigurationError, DeliveryError
-from . import doctor, migrate, push, tail, views, wrapper
+from . import calls, doctor, migrate, push, tail, views, wrapper
 from ._common import CommandError
 
 
@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     views.add_parsers(sub)
     tail.add_parser(sub)
+    calls.add_parser(sub)
     migrate.add_parser(sub)
     doctor.add_parser(sub)
     push.add_parser(sub)

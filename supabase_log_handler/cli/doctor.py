@@ -3,7 +3,8 @@
 Owns the checks, each reported ``ok``/``FAIL`` (or ``--`` when it cannot be
 made) with the fix: the URL; the key's role (service role vs anon, read from the
 key itself); reachability of the REST API; that ``runs`` and ``logs`` exist, are
-readable with the key and have every column; and, given ``SUPABASE_DB_URL``,
+readable with the key and have every column (``integration_logs`` too, reported
+but not failed while it is missing or lacks a column); and, given ``SUPABASE_DB_URL``,
 row level security, anon's privileges and the migration history (psycopg). With
 ``SUPABASE_ANON_KEY`` set, it also checks that the anon key cannot read logs.
 Exit code 1 when a check fails.
@@ -15,11 +16,13 @@ import argparse
 import os
 import re
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from ..config import FIELDS, Settings, key_role, load_settings, read_env_file
 from ..errors import ConfigurationError
+from ..local_integration import CALL_COLUMNS
+from ..local_integration import TABLE as CALLS_TABLE
 from ..sinks.local import LOG_COLUMNS, RUN_COLUMNS
 from ._common import emit_json
 from .migrate import DB_URL_ENV, INSTALL_HINT, database_url, load_migrations
@@ -35,7 +38,7 @@ _URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
 @dataclass
 class Check:
     name: str
-    ok: bool | None  # None: could not be checked
+    ok: bool | None  # None: could not be checked, or reported without failing
     detail: str
     fix: str | None = None
 
@@ -129,6 +132,9 @@ def rest_checks(s: Settings, anon_key: str | None) -> list[Check]:
         )
         for table, columns in ((s.runs_table, RUN_COLUMNS), (s.logs_table, LOG_COLUMNS)):
             checks.extend(_table_checks(client, url, s.schema, table, columns, role))
+        # Jobs that record no external calls need no integration_logs: say what is missing, pass.
+        for check in _table_checks(client, url, s.schema, CALLS_TABLE, CALL_COLUMNS, role):
+            checks.append(check if check.ok else replace(check, ok=None))
     if anon_key:
         checks.append(_anon_check(url, s, anon_key))
     return checks
