@@ -29,24 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from _stack import import_stack
 
 from supabase_log_handler._ids import new_id
-
-COLUMNS = (
-    "id",
-    "service_name",
-    "action",
-    "status",
-    "related_entity_type",
-    "related_entity_id",
-    "request_payload",
-    "response_payload",
-    "error_message",
-    "error_code",
-    "duration_ms",
-    "retry_count",
-    "created_at",
-    "updated_at",
-    "run_id",
-)
+from supabase_log_handler.local_integration import CALL_COLUMNS as COLUMNS
 
 
 def _crm_response(i: int) -> dict[str, Any]:
