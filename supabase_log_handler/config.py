@@ -85,6 +85,12 @@ FIELDS: dict[str, Field] = {
     "schema": Field("SUPABASE_LOG_SCHEMA", "str", "public", doc="PostgreSQL schema of the tables"),
     "runs_table": Field("SUPABASE_LOG_RUNS_TABLE", "str", "runs", doc="table of runs"),
     "logs_table": Field("SUPABASE_LOG_LOGS_TABLE", "str", "logs", doc="table of log rows"),
+    "integration_logs_table": Field(
+        "SUPABASE_LOG_INTEGRATION_TABLE",
+        "str",
+        "integration_logs",
+        doc="table of external API calls",
+    ),
     "sink": Field(
         "SUPABASE_LOG_SINK",
         "choice",
@@ -223,6 +229,7 @@ class Settings(NamedTuple):
     schema: str
     runs_table: str
     logs_table: str
+    integration_logs_table: str
     sink: str
     local_path: str | None
     flush_interval_s: float
@@ -396,7 +403,7 @@ def _check(s: Settings) -> None:
     for name, limit in MAX_REASONABLE.items():
         if getattr(s, name) > limit:
             raise ConfigurationError(f"{_describe(name)} must be at most {limit}")
-    for name in ("schema", "runs_table", "logs_table"):
+    for name in ("schema", "runs_table", "logs_table", "integration_logs_table"):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", getattr(s, name)):
             raise ConfigurationError(f"{_describe(name)} must be a plain SQL identifier")
     if s.sink == "supabase" and not s.url:

@@ -58,7 +58,10 @@ def make_sink(settings: Settings) -> Sink:
     from .sinks.local import LocalSink
 
     return LocalSink(
-        settings.resolved_local_path, runs_table=settings.runs_table, logs_table=settings.logs_table
+        settings.resolved_local_path,
+        runs_table=settings.runs_table,
+        logs_table=settings.logs_table,
+        integration_logs_table=settings.integration_logs_table,
     )
 
 
@@ -149,6 +152,8 @@ class Pipeline:
             return self.settings.runs_table
         if key == "logs":
             return self.settings.logs_table
+        if key == "integration_logs":
+            return self.settings.integration_logs_table
         return key
 
     def run_row(self, run_id: str) -> bytes | None:

@@ -222,31 +222,11 @@ def test_a_404_page_is_not_reachable(
     assert "table runs" not in checks
 
 
-INTEGRATION_LOGS = """
-create table public.integration_logs (
-  id uuid primary key default gen_random_uuid(),
-  service_name text not null,
-  action text not null,
-  status text not null check (status in ('success', 'failed', 'pending', 'retrying')),
-  error_message text,
-  created_at timestamptz default now(),
-  updated_at timestamptz default now()
-);
-alter table public.integration_logs enable row level security;
-revoke all on public.integration_logs from anon, authenticated;
-grant select on public.integration_logs to authenticated;
-grant select, insert, update, delete on public.integration_logs to service_role;
-create policy "authenticated can read integration_logs" on public.integration_logs
-  for select to authenticated using (true);
-"""
-
-
 def test_integration_logs_is_checked_when_it_exists(
     recorded: FreshStack, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """With an integration_logs table, doctor probes it (upsert, update in place) and reads its grants; a missing UPDATE fails."""
-    _, db = recorded
-    db.execute(INTEGRATION_LOGS)
+    _, db = recorded  # the migrations create integration_logs
     code, out, _ = cli(capsys, "doctor")
     assert (
         code == 0 and "ok    write integration_logs" in out and "insert, upsert and select" in out

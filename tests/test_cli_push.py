@@ -103,6 +103,7 @@ def test_local_store_run_is_listed_then_pushed_exactly_once(
         "dead_letters": 0,
         "runs": 1,
         "logs": 3,
+        "calls": 0,
         "refused": [],
         "local_store": "",
         "spool": "",
@@ -119,7 +120,7 @@ def test_local_store_run_is_listed_then_pushed_exactly_once(
 
     gw.reset_log()
     code, out, _ = cli(capsys, "push")
-    assert code == 0 and out.startswith("pushed 0 run(s) and 0 log row(s)")
+    assert code == 0 and out.startswith("pushed 0 run(s), 0 log row(s) and 0 call(s)")
     assert [r for r in gw.requests if r.method != "GET"] == []
     assert (
         db.fetchval("select count(*) from runs") == 1

@@ -10,11 +10,11 @@ from typing import Any, NamedTuple
 
 import pytest
 from stack.fixtures import FreshStack
-from supabase_log_handler.sinks.rest import SupabaseSink
 from watch_helpers import cli
 
 from supabase_log_handler.sinks import Sink
 from supabase_log_handler.sinks.local import LocalSink
+from supabase_log_handler.sinks.rest import SupabaseSink
 
 NOW = dt.datetime(2026, 11, 20, 12, 0, tzinfo=dt.timezone.utc)
 

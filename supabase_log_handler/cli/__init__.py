@@ -2,9 +2,9 @@
 
 Owns the argument parsing and the dispatch to one module per command:
 ``run`` (wrapper.py), ``runs``/``logs``/``errors``/``stats`` (views.py), ``tail``
-(tail.py), ``migrate`` (migrate.py), ``doctor`` (doctor.py), ``push``
-(push.py), ``schedule``/``check``/``prune`` (watch.py) and ``digest``
-(digest.py). ``main(argv)`` returns the exit code: the command's own for ``run``,
+(tail.py), ``calls``/``calls stats`` (calls.py), ``migrate`` (migrate.py),
+``doctor`` (doctor.py), ``push`` (push.py), ``schedule``/``check``/``prune``
+(watch.py) and ``digest`` (digest.py). ``main(argv)`` returns the exit code: the command's own for ``run``,
 0 for success, 1 when something was found wrong, 2 for usage and setup errors.
 See docs/cli.md for the reference.
 """
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from .. import __version__, autoattach, capture
 from ..errors import ConfigurationError, DeliveryError
-from . import digest, doctor, migrate, push, tail, views, wrapper
+from . import calls, digest, doctor, migrate, push, tail, views, wrapper
 from . import watch as watch_commands
 from ._common import CommandError
 
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     views.add_parsers(sub)
     tail.add_parser(sub)
+    calls.add_parser(sub)
     migrate.add_parser(sub)
     doctor.add_parser(sub)
     push.add_parser(sub)

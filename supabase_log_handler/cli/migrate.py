@@ -59,7 +59,7 @@ class Migration:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "migrate",
-        help="create or update the runs and logs tables",
+        help="create or update the tables (runs, logs, integration_logs)",
         description=f"Apply the migrations to {DB_URL_ENV} (the database connection string from the "
         "project's Database settings), recording them in supabase_migrations.schema_migrations.",
     )

@@ -15,6 +15,7 @@ import uuid
 from typing import Any
 
 from ..config import Settings
+from ..local_integration import CALL_COLUMNS
 from ..sinks.local import LOG_COLUMNS, RUN_COLUMNS
 from .checks import (
     FIX_MIGRATE,
@@ -77,6 +78,11 @@ def table_checks(client: Any, base: str, s: Settings, role: str | None) -> list[
         checks.append(found)
         if found.ok and table in columns:
             checks.append(_columns(client, base, s, table, columns[table]))
+        elif found.ok:  # integration_logs: what it lacks (the original's run_id) is noted, not failed
+            check = _columns(client, base, s, table, CALL_COLUMNS)
+            if check.ok is False:
+                check = Check(check.name, None, f"{check.detail}; `supabase-log migrate` adds it")
+            checks.append(check)
         if found.ok:
             present.append(table)
     required_ok = s.runs_table in present and s.logs_table in present

@@ -5,8 +5,9 @@ segment nobody holds is taken (its lock is this process's while it sends) and
 sent in chunks, its progress written after each one, so concurrent pushes and
 jobs never send one row twice at once (and ids make a repeat harmless). The
 local store is uploaded runs first (each run's full row, merged by id), then
-log rows in chunks (ignored when their id is already there), and every uploaded
-row is marked pushed. Rows Supabase refuses are isolated, reported and left
+log rows in chunks (ignored when their id is already there), then integration
+calls (merged by id: a call's latest state wins), and every uploaded row is
+marked pushed. Rows Supabase refuses are isolated, reported and left
 unpushed (local store) or kept as dead letters (spool).
 """
 
@@ -21,6 +22,7 @@ from ..delivery import Deliverer
 from ..diagnostics import Diagnostics
 from ..errors import DeliveryError
 from ..ledger import Ledger
+from ..local_integration import CALL_COLUMNS
 from ..pipeline import make_sink
 from ..queue import Intake
 from ..retry import Breaker
@@ -95,22 +97,25 @@ def push_spool(s: Settings) -> tuple[int, int, str | None]:
 
 
 def push_local(s: Settings) -> dict[str, Any]:
-    """Upload the local store's unpushed runs, then logs; mark them pushed."""
+    """Upload the local store's unpushed runs, then logs, then calls; mark them pushed."""
     path = s.resolved_local_path
-    counts: dict[str, Any] = {"runs": 0, "logs": 0, "refused": []}
+    counts: dict[str, Any] = {"runs": 0, "logs": 0, "calls": 0, "refused": []}
     if not path.exists():
         return counts
-    local = LocalSink(path, runs_table=s.runs_table, logs_table=s.logs_table)
+    local = LocalSink(path, runs_table=s.runs_table, logs_table=s.logs_table,
+                      integration_logs_table=s.integration_logs_table)  # fmt: skip
     deliverer = _deliverer(s)
     refused: list[tuple[str, str]] = []
     try:
-        for table, merge, key in ((s.runs_table, True, "runs"), (s.logs_table, False, "logs")):
+        tables = ((s.runs_table, True, "runs"), (s.logs_table, False, "logs"),
+                  (s.integration_logs_table, True, "calls"))  # fmt: skip
+        for table, merge, key in tables:
             skip: set[str] = set()
             while True:
                 rows = [r for r in local.unpushed(table, CHUNK + len(skip)) if str(r["id"]) not in skip]
                 if not rows:
                     break
-                known = RUN_COLUMNS if table == s.runs_table else LOG_COLUMNS
+                known = {s.runs_table: RUN_COLUMNS, s.logs_table: LOG_COLUMNS}.get(table, CALL_COLUMNS)
                 entries: list[Entry] = [
                     (0, table, merge, str(r["id"]), r.get("run_id") if table != s.runs_table else None,
                      1000, encode({k: v for k, v in r.items() if k in known or v is not None}))
@@ -154,6 +159,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         "dead_letters": len(dead),
         "runs": local["runs"],
         "logs": local["logs"],
+        "calls": local["calls"],
         "refused": local["refused"],
         "local_store": str(s.resolved_local_path),
         "spool": str(s.resolved_spool_path),
@@ -162,7 +168,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         emit_json(result)
     else:
         print(
-            f"pushed {local['runs']} run(s) and {local['logs']} log row(s) from the local store {s.resolved_local_path}; "
+            f"pushed {local['runs']} run(s), {local['logs']} log row(s) and {local['calls']} call(s) "
+            f"from the local store {s.resolved_local_path}; "
             f"{spooled} spooled entr{'y' if spooled == 1 else 'ies'} delivered"
         )
         for item in local["refused"]:

@@ -42,7 +42,7 @@ RUN_COLUMNS = (
     "metadata",
 )
 LOG_COLUMNS = ("id", "run_id", "timestamp", "level", "step", "message", "meta")
-JSON_COLUMNS = {"meta", "metadata"}
+JSON_COLUMNS = {"meta", "metadata", "request_payload", "response_payload"}
 _DDL = """
 create table if not exists {runs} (
   id text primary key,
@@ -89,11 +89,17 @@ class LocalSink(DictRows):
     name = "local"
 
     def __init__(
-        self, path: str | os.PathLike[str], *, runs_table: str = "runs", logs_table: str = "logs"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        runs_table: str = "runs",
+        logs_table: str = "logs",
+        integration_logs_table: str = "integration_logs",
     ) -> None:
         self.path = Path(path)
         self.runs_table = runs_table
         self.logs_table = logs_table
+        self.integration_logs_table = integration_logs_table
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:
@@ -111,6 +117,9 @@ class LocalSink(DictRows):
             have = {r[1] for r in conn.execute(f"pragma table_info({self.runs_table})")}
             if "heartbeat_at" not in have:  # stores made before heartbeats
                 conn.execute(f"alter table {self.runs_table} add column heartbeat_at text")
+            from ..local_integration import ensure_schema
+
+            ensure_schema(conn, self.integration_logs_table, runs_table=self.runs_table)
             self._local.conn = conn
         return conn
 
@@ -204,7 +213,7 @@ class LocalSink(DictRows):
     # -- push support ------------------------------------------------------------------
     def unpushed(self, table: str, limit: int) -> list[dict[str, Any]]:
         """Rows not yet uploaded, oldest first."""
-        key = "started_at" if table == self.runs_table else "timestamp"
+        key = {self.runs_table: "started_at", self.logs_table: "timestamp"}.get(table, "created_at")
         cur = self._conn().execute(
             f"select * from {table} where pushed = 0 order by {key}, id limit ?", (limit,)
         )
