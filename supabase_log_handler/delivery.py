@@ -116,14 +116,15 @@ class Deliverer:
     def _ensure_runs(self, group: list[Entry], deadline: float | None) -> None:
         """Create the runs these rows point at, if this sender has not yet (idempotent)."""
         missing = {e[E_RUN] for e in group if e[E_RUN]} - self._ensured.keys()
-        rows = [r for r in (self.run_row(run_id) for run_id in sorted(missing)) if r is not None]
+        found = {run_id: self.run_row(run_id) for run_id in sorted(missing)}
         by_columns: dict[tuple[str, ...], list[bytes]] = {}
-        for row in rows:
-            by_columns.setdefault(_columns(row), []).append(row)
+        for row in found.values():
+            if row is not None:
+                by_columns.setdefault(_columns(row), []).append(row)
         for columns, part in by_columns.items():
             self._call(lambda c=columns, p=part: self.sink.write(  # type: ignore[misc]
                 self.runs_table, p, merge=False, columns=c, timeout_s=_left(deadline)), "runs")  # fmt: skip
-        self._remember(sorted(missing))
+        self._remember(run_id for run_id, row in found.items() if row is not None)
 
     def _remember(self, run_ids: Any) -> None:
         for run_id in run_ids:

@@ -23,11 +23,11 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .queue import Intake, Item
-from .rows import E_LEVEL, E_SEQ, E_TABLE, Entry
+from .rows import E_LEVEL, E_PAYLOAD, E_SEQ, E_TABLE, Entry
 from .snapshot import KIND, LEVEL, LOG, ROW, ROW_TABLE, RUN_OPEN, SEQ
 
 WORKER, SLOT, SENDER, CLOSER, SETTLED = "worker", "slot", "sender", "closer", "settled"
@@ -59,7 +59,7 @@ class Holding:
 
     @property
     def nbytes(self) -> int:
-        return sum(len(e[-1]) for e in self.entries) + sum(int(i[1]) for i in self.raw)
+        return sum(len(e[E_PAYLOAD]) for e in self.entries) + sum(int(i[1]) for i in self.raw)
 
     def min_seq(self) -> int | None:
         seqs = [i[SEQ] for i in self.raw[:1]] + [e[E_SEQ] for e in self.entries if e[E_SEQ]]
@@ -88,6 +88,7 @@ class Ledger:
         self.last_drop_run: str | None = None
         self.replayed_foreign = 0
         self.drop_reports = 0  # "N records dropped" rows the worker added (they are accepted rows)
+        self.on_settled: Callable[[list[Entry]], None] = lambda entries: None
         self.last_report_seq = 0
 
     # -- holdings ----------------------------------------------------------------------
@@ -177,22 +178,21 @@ class Ledger:
         reason: str = "",
     ) -> bool:
         """Record how a holding ended; False (and nothing counted) if ``stage`` lost it."""
+        delivered, spooled, dead, dropped = list(delivered), list(spooled), list(dead), list(dropped)
         with self.lock:
             if holding.stage != stage:
                 return False
-            for e in delivered:
-                self.delivered[e[E_TABLE]] += 1
-            for e in spooled:
-                self.spooled[e[E_TABLE]] += 1
-            for e in dead:
-                self.dead[e[E_TABLE]] += 1
+            self.delivered.update(e[E_TABLE] for e in delivered)
+            self.spooled.update(e[E_TABLE] for e in spooled)
+            self.dead.update(e[E_TABLE] for e in dead)
             for e in dropped:
                 self.dropped[(e[E_TABLE], reason, level_name(e[E_LEVEL]))] += 1
                 self.unreported_drops += 1
             holding.stage = SETTLED
             self.holdings.pop(holding.id, None)
             self.changed.notify_all()
-            return True
+        self.on_settled(delivered + spooled + dead + dropped)
+        return True
 
     def replayed(self, own: Counter[str], dead: Counter[str], foreign: int) -> None:
         """Spooled rows delivered (or refused for good) by a replay."""

@@ -82,6 +82,10 @@ class Pipeline:
         self.intake = Intake(max_rows=s.max_queue_rows, max_bytes=s.max_queue_bytes)
         self.ledger = Ledger(self.intake, runs_table=s.runs_table, logs_table=s.logs_table)
         self.counters: Counter[str] = Counter()
+        # Opening rows of runs whose final row this pipeline has not settled yet: a row of such a
+        # run may still need its run created first, even long after the run finished.
+        self.open_rows: dict[str, bytes] = {}
+        self.ledger.on_settled = self._forget_finished
         self.spool = (
             Spool(s.resolved_spool_path, max_bytes=s.max_spool_bytes, destination=s.destination,
                   runs_table=s.runs_table)
@@ -130,9 +134,10 @@ class Pipeline:
             max_batch_bytes=s.max_batch_bytes,
             write_ahead=s.durability == "disk",
             redact_run=self.redact_run,
+            open_rows=self.open_rows,
         )
         if self.spool is not None:
-            self.intake.assist_builder = self.builder.entry
+            self.intake.assist_builder = self._assisted_entry
         from .lifecycle import notice_takeover
 
         self.worker.on_cycle = notice_takeover
@@ -158,12 +163,21 @@ class Pipeline:
 
     def run_row(self, run_id: str) -> bytes | None:
         """The encoded row that creates run ``run_id`` (what the foreign key needs), if known."""
+        known = self.open_rows.get(run_id)
+        if known is not None:
+            return known
         row = context.open_row(run_id)
         if row is None:
             return None
         from .rows import encode
 
         return encode(self.redact_run(row))
+
+    def _forget_finished(self, entries: list[Any]) -> None:
+        runs = self.settings.runs_table
+        for e in entries:
+            if e[1] == runs and e[2]:  # a run's final row is settled: its rows came before it
+                self.open_rows.pop(e[3], None)
 
     def redact_run(self, row: dict[str, Any]) -> dict[str, Any]:
         """A run's state as it may leave the process: error text and metadata masked."""
@@ -173,6 +187,13 @@ class Pipeline:
         if out.get("metadata"):
             out["metadata"] = self.redactor.value(out["metadata"])
         return out
+
+    def _assisted_entry(self, item: Item) -> tuple[Any, ...]:
+        """A caller's own row, encoded and framed for the spool (CPU only, no I/O)."""
+        from .spool import frame_of
+
+        entry = self.builder.entry(item)
+        return (*entry, frame_of(entry))
 
     def _count_request(self, what: str) -> None:
         self.counters["retries" if what == "retry" else "requests"] += 1

@@ -10,8 +10,9 @@ whenever the lanes are seen empty.
 
 Lanes, each in sequence order: ``low`` (DEBUG/INFO), ``high`` (WARNING and up),
 ``ctrl`` (run rows and rows for other tables: never shed) and ``assist``
-(entries a caller built itself because memory was full and the spool can take
-them; see ``offer``). Records refused here are noted in ``drops`` as
+(entries a caller built itself, down to their spool frame, because memory was
+full and the spool can take them: the worker only has to write the bytes; see
+``offer``). Records refused here are noted in ``drops`` as
 ``(reason, levelno, run_id)`` and counted by the ledger.
 """
 
@@ -28,11 +29,12 @@ from typing import Any
 from .snapshot import KIND, LOG, RUN_ID, SEQ, SIZE
 
 _WARNING = logging.WARNING
+_FRAME = 7  # an assisted entry ends with its spool frame, built by the caller too
 Item = tuple[Any, ...]
 
 # Why a record was refused (the keys of ``stats()["dropped"]``).
 QUEUE_FULL = "queue_full"  # memory full and the spool disabled, full or not writable
-OVERLOAD = "overload"  # memory full and the spool behind by a whole queue's worth
+OVERLOAD = "overload"  # memory full and the spool behind by half a queue's worth
 AFTER_CLOSE = "after_close"  # logged after the process's last drain
 OWN_THREAD = "own_thread"  # made by the handler's own threads (never stored: no feedback)
 NO_RUN = "no_run"  # no run to put it in (implicit runs disabled)
@@ -69,10 +71,10 @@ class Intake:
             return
         build = self.assist_builder
         if build is not None:
-            if self.assist_bytes < self.max_bytes:
+            if self.assist_bytes < self.max_bytes // 2:  # what waits to be written to the spool
                 entry = build(item)
                 self.assist.append(entry)
-                self.assist_bytes += len(entry[-1])
+                self.assist_bytes += len(entry[_FRAME])
                 self.nudge()
                 return
             self.drops.append((OVERLOAD, levelno, item[RUN_ID]))
@@ -144,7 +146,7 @@ class Intake:
                 out.append(pop())
             except IndexError:
                 break
-        self.assist_bytes -= sum(len(e[-1]) for e in out)
+        self.assist_bytes -= sum(len(e[_FRAME]) for e in out)
         if not self.assist:
             self.assist_bytes = 0
         return out

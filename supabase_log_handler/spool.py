@@ -131,18 +131,20 @@ class Spool:
             return
         with self._lock:
             seg = self._writable()
+            runs = seg.runs
+            table = self.runs_table
+            missing: set[str] = {r for e in entries if e[E_TABLE] != table and (r := e[E_RUN])}
+            missing -= runs
             parts: list[bytes] = []
-            runs = set(seg.runs)
-            for e in entries:
-                run_id = e[E_RUN]
-                if e[E_TABLE] == self.runs_table:
-                    runs.add(e[E_ID])
-                elif run_id and run_id not in runs:
-                    row = run_row(run_id)
-                    if row is not None:
-                        parts.append(_frame(self.runs_table, False, 1000, None, run_id, row))
-                    runs.add(run_id)
-                parts.append(_frame(e[E_TABLE], e[E_MERGE], e[5], run_id, e[E_ID], e[E_PAYLOAD]))
+            for run_id in sorted(missing):  # the run rows these rows need, ahead of them
+                row = run_row(run_id)
+                if row is not None:
+                    parts.append(_frame(table, False, 1000, None, run_id, row))
+            if all(len(e) > 7 for e in entries):  # framed by the callers: the bytes as they are
+                parts.extend([e[7] for e in entries])  # type: ignore[misc]
+            else:
+                parts.extend([e[7] if len(e) > 7 else frame_of(e) for e in entries])
+            runs = runs | missing | {e[E_ID] for e in entries if e[E_TABLE] == table}
             data = b"".join(parts)
             self._check_room(len(data))
             self._write(seg, data)
@@ -350,6 +352,11 @@ class Spool:
 
 
 # -- frames ------------------------------------------------------------------------------
+def frame_of(e: Entry) -> bytes:
+    """The spool frame of an entry (callers building their own rows make it too: no I/O)."""
+    return _frame(e[E_TABLE], e[E_MERGE], e[5], e[E_RUN], e[E_ID], e[E_PAYLOAD])
+
+
 def _frame(
     table: str, merge: bool, levelno: int, run_id: str | None, row_id: str, payload: bytes
 ) -> bytes:

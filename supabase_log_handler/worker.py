@@ -50,6 +50,7 @@ class Worker:
         max_batch_bytes: int,
         write_ahead: bool,
         redact_run: Callable[[dict[str, Any]], dict[str, Any]],
+        open_rows: dict[str, bytes],
     ) -> None:
         self.intake = intake
         self.ledger = ledger
@@ -62,6 +63,7 @@ class Worker:
         self.max_batch_bytes = max_batch_bytes
         self.write_ahead = write_ahead and sender.spool is not None
         self.redact_run = redact_run
+        self.open_rows = open_rows
         self.hurry = False  # flush(), close() or an ERROR record: send what there is now
         self.stopping = False
         self.batch: Holding | None = None
@@ -92,6 +94,7 @@ class Worker:
             self._write_assisted()
             reported = False
             while deadline is None or time.monotonic() < deadline:
+                self._write_assisted()  # first: cheap, and it is what makes room under overload
                 batch = self.batch
                 if batch is None or batch.stage != WORKER:
                     batch = self.batch = self.ledger.hold(WORKER)
@@ -160,8 +163,9 @@ class Worker:
         row = run.open_row()
         if row is None:  # cancelled (a decorator's template)
             return None
-        row = self.redact_run(row)
-        return (item[SEQ], self.tables("runs"), False, run.id, None, snapshot.CONTROL_LEVEL, encode(row))
+        payload = encode(self.redact_run(row))
+        self.open_rows[run.id] = payload
+        return (item[SEQ], self.tables("runs"), False, run.id, None, snapshot.CONTROL_LEVEL, payload)
 
     def _due(self, batch: Holding) -> bool:
         full = batch.rows >= self.max_batch_rows or batch.nbytes >= self.max_batch_bytes

@@ -134,7 +134,8 @@ class LocalSink(DictRows):
             conn.execute("commit")
         except sqlite3.IntegrityError as exc:
             conn.execute("rollback")
-            raise DataError(str(exc), code="sqlite-constraint") from exc
+            code = "23503" if "FOREIGN KEY" in str(exc) else "sqlite-constraint"  # as PostgreSQL says
+            raise DataError(str(exc), code=code) from exc
         except sqlite3.OperationalError as exc:
             if conn.in_transaction:
                 conn.execute("rollback")
