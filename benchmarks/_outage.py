@@ -53,7 +53,7 @@ def status_bytes(field: str) -> int | None:
     return None
 
 
-def _reset_hwm() -> bool:
+def reset_hwm() -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0); False when not possible."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -123,7 +123,7 @@ def main() -> int:
         tracing = cfg["mode"] == "tracemalloc"
         queue = getattr(getattr(handler, "_pipeline", None), "queue", None)
         sampler = Sampler(queue)
-        hwm_reset = _reset_hwm()
+        hwm_reset = reset_hwm()
         rss0 = status_bytes("VmRSS") or 0
         hwm0 = status_bytes("VmHWM") or 0
         if tracing:

@@ -29,11 +29,12 @@ def _x(row: dict[str, Any], phase: str, key: str) -> str:
 
 
 def _settled(phase: dict[str, Any]) -> str:
+    """Median records per child that the handler dropped, or that vanished uncounted."""
     parts = []
-    if phase["dropped"]:
-        parts.append(f"{phase['dropped']:,} dropped")
-    if phase["lost"]:
-        parts.append(f"{phase['lost']:,} lost uncounted")
+    if phase["dropped"]["max"]:
+        parts.append(f"{phase['dropped']['median']:,.0f} dropped")
+    if phase["lost"]["max"]:
+        parts.append(f"{phase['lost']['median']:,.0f} lost uncounted")
     return ", ".join(parts) or "all delivered"
 
 
@@ -57,7 +58,7 @@ def _summary_cells(h: dict[str, Any]) -> list[str]:
     c = h["calls"]
     b = h.get("burst")
     drain = f"{b['drain_s']['median']:.2f}" if b else "-"
-    if b and (b["dropped"] or b["lost"]):
+    if b and (b["dropped"]["max"] or b["lost"]["max"]):
         drain += f" ({_settled(b)})"
     return [
         h["label"],

@@ -180,6 +180,21 @@ def measure_delivery(
             runs[name].append(result)
             progress(f"delivery: round {r + 1}/{repeats}, {name} ({result['elapsed_s']:.1f} s)")
 
+    return {
+        "call": CALL_TEXT,
+        "calls": calls,
+        "burst": burst_rows,
+        "queue_rows": queue_rows,
+        "repeats": repeats,
+        "handlers": summarize(runs),
+        "runs": runs,
+    }
+
+
+def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Per handler and phase: median/min/max over children of every figure, and the
+    paired ratios to QueueHandler (each child's value over QueueHandler's child of the
+    same round)."""
     summary: dict[str, Any] = {}
     base = runs.get("queue")
     for name, results in runs.items():
@@ -187,11 +202,10 @@ def measure_delivery(
         for phase, keys in METRICS.items():
             if phase not in results[0]:
                 continue
-            row[phase] = {k: stats_of([res[phase][k] for res in results]) for k in keys}
-            row[phase]["lost"] = sum(res[phase]["lost"] for res in results)
-            row[phase]["dropped"] = sum(res[phase]["dropped"] for res in results)
+            row[phase] = {
+                k: stats_of([res[phase][k] for res in results]) for k in (*keys, "dropped", "lost")
+            }
             if base is not None and phase in base[0]:
-                # Paired: each round's value over QueueHandler's in the same round.
                 row[phase]["x_queue"] = {
                     k: stats_of(
                         [a[phase][k] / b[phase][k] for a, b in zip(results, base, strict=True)]
@@ -202,15 +216,7 @@ def measure_delivery(
         row["peak_rss_bytes"] = stats_of([res["peak_rss_bytes"] for res in results])
         row["rss_ready_bytes"] = stats_of([res["rss_ready_bytes"] for res in results])
         summary[name] = row
-    return {
-        "call": CALL_TEXT,
-        "calls": calls,
-        "burst": burst_rows,
-        "queue_rows": queue_rows,
-        "repeats": repeats,
-        "handlers": summary,
-        "runs": runs,
-    }
+    return summary
 
 
 # --------------------------------------------------------------------------- 2. start-up
