@@ -288,6 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in subjects if s not in SUBJECTS]
     if unknown:
         parser.error(f"unknown subjects {unknown}; known: {list(SUBJECTS)}")
+    missing = [m for s, m in PEER_MODULES.items() if s in subjects and not _importable(m)]
+    if missing:
+        parser.error(
+            f"the peers {missing} are not installed: run `bash scripts/bench.sh`, or"
+            " `pip install -r benchmarks/requirements.txt`, or leave them out with --subjects"
+        )
     calls = args.calls or (1_000 if args.quick else 50_000)
     queue_rows = args.burst_queue_rows or (1_000 if args.quick else default_queue_rows())
     repeats = args.repeats or (1 if args.quick else 3)
@@ -357,6 +363,21 @@ def main(argv: list[str] | None = None) -> int:
         print(render_text(res))
         print(f"\n(written to {args.output}; elapsed {res['elapsed_s']:.1f} s)")
     return code
+
+
+PEER_MODULES = {
+    "otel": "opentelemetry.exporter.otlp.proto.http",
+    "watchtower": "watchtower",
+}
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def _versions() -> dict[str, str]:
