@@ -91,7 +91,11 @@ def measure_outage(
     rss, tm = results["rss"], results["tracemalloc"]
     peak = int(tm["tracemalloc_peak_bytes"])
     rss_growth = int(rss["rss_growth_bytes"])
-    dropped = rss["stats_during"].get("dropped", {})
+    # stats()["dropped"]: counts by level, or (since the ledger) by reason, then level.
+    dropped: dict[str, int] = {}
+    for key, value in rss["stats_during"].get("dropped", {}).items():
+        for level, n in value.items() if isinstance(value, dict) else [(key, value)]:
+            dropped[level] = dropped.get(level, 0) + n
     return {
         "records": records,
         "level_mix_percent": {"DEBUG": 30, "INFO": 60, "WARNING": 9, "ERROR": 1},
@@ -112,8 +116,12 @@ def measure_outage(
         "traced_bytes_per_queued_row": peak / max(tm["max_queue_rows_seen"], 1),
         "dropped_by_level": dropped,
         "dropped_total": sum(dropped.values()),
-        "lost_after_close": rss["stats_after_close"].get("lost", 0),
-        "sent_during_outage": rss["stats_during"].get("sent", 0),
+        "lost_after_close": rss["stats_after_close"].get(
+            "dropped_total", rss["stats_after_close"].get("lost", 0)
+        ),
+        "sent_during_outage": rss["stats_during"].get(
+            "delivered", rss["stats_during"].get("sent", 0)
+        ),
         "closed_in_time": rss["closed_in_time"],
         "close_s": rss["close_s"],
         "runs": results,

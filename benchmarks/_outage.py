@@ -121,7 +121,7 @@ def main() -> int:
 
         records: int = cfg["records"]
         tracing = cfg["mode"] == "tracemalloc"
-        queue = getattr(getattr(handler, "_pipeline", None), "queue", None)
+        queue = getattr(getattr(handler, "_pipeline", None), "intake", None)
         sampler = Sampler(queue)
         hwm_reset = reset_hwm()
         rss0 = status_bytes("VmRSS") or 0

@@ -5,6 +5,14 @@
 . "$(dirname "$0")/_venv.sh" test
 
 . scripts/_postgres.sh
+# pg_cron for the watch tests (tests/stack/fixtures.py: cron_db), for each installed server.
+for bindir in /usr/lib/postgresql/*/bin; do
+  version="$(basename "$(dirname "$bindir")")"
+  if [ ! -e "/usr/lib/postgresql/$version/lib/pg_cron.so" ]; then
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-$version-cron"
+  fi
+done
 # The benchmark's peers, so that tests/test_benchmark_smoke.py runs every instrument.
 .venv/bin/pip install -q -r benchmarks/requirements.txt
 

@@ -7,9 +7,9 @@ one execution with its status, duration and metrics.
 
 Data flow, one module per stage::
 
-    handler.emit -> rows.snapshot -> queue -> worker (rows.build) -> sender -> sinks/
-                                                 \\-> spool <-/ (retry.py, breaker)
-    runs.py (run lifecycle) and lifecycle.py (exit, signals, fork) beside them.
+    handler.emit -> snapshot -> queue (intake) -> worker (rows) -> ledger slot -> sender
+        -> delivery -> sinks/        spool beside worker and sender; ledger owns every row
+    runs.py, context.py (run lifecycle) and lifecycle.py (exit, signals, fork) beside them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from .errors import (
     TransientError,
 )
 from .handler import SupabaseHandler, install
+from .pools import join_run, pool_options
 from .read import get_logs, get_run, last_successful_run
 from .runs import (
     ANALYZE,
@@ -42,6 +43,7 @@ from .runs import (
     RunLogger,
     start_run,
 )
+from .watch.schedules import declare_schedule
 
 __version__ = "0.1.0"
 
@@ -69,10 +71,13 @@ __all__ = [
     "SupabaseLogHandlerError",
     "TransientError",
     "__version__",
+    "declare_schedule",
     "get_logs",
     "get_run",
     "install",
+    "join_run",
     "last_successful_run",
     "load_settings",
+    "pool_options",
     "start_run",
 ]

@@ -1,56 +1,59 @@
-"""Time-ordered UUIDs (version 7 layout) made on the client.
+"""Time-ordered UUIDs (version 7 layout) made on the client, without a lock.
 
 Every row gets its id before its first send attempt and keeps it through retries,
-the spool and replay, which is what makes delivery idempotent. Ids made later in
-one process sort after earlier ones (a 12-bit counter orders ids within a
-millisecond); 62 random bits from ``os.urandom`` (drawn 512 ids at a time, and
-drawn afresh after a fork) keep processes from colliding.
+the spool and replay, which is what makes delivery idempotent. The layout is
+``unix ms (48) | version | counter (42, split by the variant bits) | node (32)``:
+the counter is one process-wide ``itertools.count`` (atomic under the GIL, so a
+signal handler can make an id while the interrupted thread is making one), which
+starts at a random value; the node is random per process. So ids made one after
+another sort in that order, in one thread or across threads, and two processes
+would have to meet on the same millisecond, counter value and 32-bit node to
+collide. A forked child draws a new counter start and node.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
-import threading
 import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import uuid
 
-_lock = threading.Lock()
-_last_ms = 0
-_counter = 0
-_RANDOM_CHUNK = 8 * 512
-_random = b""
-_random_pos = 0
+_COUNTER_BITS = 42
+_COUNTER_MASK = (1 << _COUNTER_BITS) - 1
+_LOW_BITS = 30  # counter bits after the variant; the 12 above them fill rand_a
+_MS_MASK = (1 << 48) - 1
+_HEAD = 0x7 << 76 | 0b10 << 62  # version 7, RFC 4122 variant
 
 
-def uuid7() -> uuid.UUID:
-    """A new UUIDv7, strictly greater than the previous one made by this process."""
-    import uuid  # not at module level: it costs start-up time and rows only need strings
+def _fresh() -> tuple[itertools.count[int], int]:
+    seed = int.from_bytes(os.urandom(10), "big")
+    return itertools.count(seed & (_COUNTER_MASK >> 2)), seed >> 48 & 0xFFFFFFFF
 
-    return uuid.UUID(int=_uuid7_int())
+
+_counter, _node = _fresh()
+_time_ns = time.time_ns
 
 
 def _uuid7_int() -> int:
-    global _last_ms, _counter, _random, _random_pos
-    with _lock:
-        if _random_pos >= len(_random):  # one urandom call per 512 ids
-            _random, _random_pos = os.urandom(_RANDOM_CHUNK), 0
-        rand = int.from_bytes(_random[_random_pos : _random_pos + 8], "big") & ((1 << 62) - 1)
-        _random_pos += 8
-        ms = time.time_ns() // 1_000_000
-        if ms > _last_ms:
-            _last_ms = ms
-            _counter = (rand >> 40) & 0x3FF  # random start, leaving room to count up
-        else:
-            _counter += 1
-            if _counter > 0xFFF:  # more than ~3000 ids in one millisecond: borrow the next
-                _last_ms += 1
-                _counter = 0
-            ms = _last_ms
-        counter = _counter
-    return (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
+    n = next(_counter) & _COUNTER_MASK
+    ms = _time_ns() // 1_000_000
+    return (
+        (ms & _MS_MASK) << 80
+        | _HEAD
+        | (n >> _LOW_BITS) << 64
+        | (n & ((1 << _LOW_BITS) - 1)) << 32
+        | _node
+    )
+
+
+def uuid7() -> uuid.UUID:
+    """A new UUIDv7, greater than every one made before it in this process."""
+    import uuid  # not at module level: it costs start-up time and rows only need strings
+
+    return uuid.UUID(int=_uuid7_int())
 
 
 def new_id() -> str:
@@ -60,9 +63,8 @@ def new_id() -> str:
 
 
 def _reinit_after_fork() -> None:
-    global _lock, _random, _random_pos
-    _lock = threading.Lock()
-    _random, _random_pos = b"", 0  # never reuse the parent's random bytes
+    global _counter, _node
+    _counter, _node = _fresh()  # never continue the parent's sequence
 
 
 os.register_at_fork(after_in_child=_reinit_after_fork)

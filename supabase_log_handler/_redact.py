@@ -113,13 +113,19 @@ class Redactor:
         self._keys = _SENSITIVE_KEYS | {_normalise(k) for k in extra_keys if k.strip()}
         # Longest first, so a literal that contains another is masked whole.
         self._literals = sorted({s for s in literals if s and len(s) >= 8}, key=len, reverse=True)
+        self._key_cache: dict[str, bool] = {}
 
     def is_sensitive_key(self, key: str) -> bool:
         """True when values stored under ``key`` must be masked."""
+        known = self._key_cache.get(key)
+        if known is not None:
+            return known
         norm = _normalise(key)
-        if norm in self._keys:
-            return True
-        return norm.rsplit("_", 1)[-1] in _SENSITIVE_LAST_WORDS
+        sensitive = norm in self._keys or norm.rsplit("_", 1)[-1] in _SENSITIVE_LAST_WORDS
+        if len(self._key_cache) > 10_000:
+            self._key_cache.clear()
+        self._key_cache[key] = sensitive
+        return sensitive
 
     def text(self, text: str) -> str:
         """``text`` with every secret shape and literal secret masked."""
@@ -141,8 +147,9 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, dict):
+            sensitive = self.is_sensitive_key
             return {
-                k: (MASK if v is not None and self.is_sensitive_key(k) else self.value(v))
+                k: (MASK if v is not None and sensitive(k) else self.value(v))
                 for k, v in value.items()
             }
         if isinstance(value, list):

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import context, lifecycle, runs
+from . import context, runs
 from .handler import SupabaseHandler, _default_level
 
 _handler: SupabaseHandler | None = None
@@ -60,7 +60,6 @@ def attach() -> SupabaseHandler | None:
     handler._local_note_given = True  # the wrapper already said where the local store is
     handler.addFilter(_NotHandledElsewhere(handler))
     runs.joined_run_from_env()  # current from the start, so an early uncaught exception is logged
-    lifecycle.on_first_use(handler)  # excepthook and SIGTERM now, not at the first record
     _handler, _fallback, _pid = handler, _LastResortStandIn(), os.getpid()
     root = logging.getLogger()
     _script_level = root.level

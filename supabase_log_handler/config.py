@@ -20,10 +20,7 @@ from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
 
-DEFAULT_EXCLUDED_LOGGERS = (
-    "httpx,httpcore,hpack,h2,h11,postgrest,supabase,supabase_auth,gotrue,storage3,"
-    "realtime,supafunc,tenacity,websockets"
-)
+DEFAULT_EXCLUDED_LOGGERS = ""  # the handler's own requests are recognised by thread, not by name
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -40,9 +37,14 @@ def data_dir() -> Path:
 
 
 def default_script_name() -> str:
-    """The running script's name: ``sync.py`` -> ``sync``; ``python -m pkg`` -> ``pkg``."""
+    """The running script's name: ``sync.py`` -> ``sync``; ``python -m pkg`` -> ``pkg``;
+    ``python -c CODE`` -> the module CODE imports, else ``python-c`` (see ``_scriptname``)."""
     argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
-    if not argv0 or argv0 in ("-c", "-m", "-"):
+    if argv0 == "-c":
+        from ._scriptname import code_argument, name_for_code
+
+        return name_for_code(code_argument(list(getattr(sys, "orig_argv", []))))
+    if not argv0 or argv0 in ("-m", "-"):
         return "python"
     path = Path(argv0)
     if path.name == "__main__.py":
@@ -83,6 +85,12 @@ FIELDS: dict[str, Field] = {
     "schema": Field("SUPABASE_LOG_SCHEMA", "str", "public", doc="PostgreSQL schema of the tables"),
     "runs_table": Field("SUPABASE_LOG_RUNS_TABLE", "str", "runs", doc="table of runs"),
     "logs_table": Field("SUPABASE_LOG_LOGS_TABLE", "str", "logs", doc="table of log rows"),
+    "integration_logs_table": Field(
+        "SUPABASE_LOG_INTEGRATION_TABLE",
+        "str",
+        "integration_logs",
+        doc="table of external API calls",
+    ),
     "sink": Field(
         "SUPABASE_LOG_SINK",
         "choice",
@@ -150,7 +158,7 @@ FIELDS: dict[str, Field] = {
     "spool": Field(
         "SUPABASE_LOG_SPOOL_ENABLED", "bool", True, doc="keep undeliverable rows on disk"
     ),
-    "spool_path": Field("SUPABASE_LOG_SPOOL", "str", None, doc="SQLite file of the spool"),
+    "spool_path": Field("SUPABASE_LOG_SPOOL", "str", None, doc="directory of the spool"),
     "max_spool_bytes": Field(
         "SUPABASE_LOG_MAX_SPOOL_BYTES", "int", 512 * 1024 * 1024, doc="size cap of the spool"
     ),
@@ -171,7 +179,7 @@ FIELDS: dict[str, Field] = {
         "SUPABASE_LOG_EXCLUDE_LOGGERS",
         "str",
         DEFAULT_EXCLUDED_LOGGERS,
-        doc="loggers never written (the client's own)",
+        doc="loggers never written, comma separated (none by default)",
     ),
     "max_message_chars": Field(
         "SUPABASE_LOG_MAX_MESSAGE_CHARS",
@@ -221,6 +229,7 @@ class Settings(NamedTuple):
     schema: str
     runs_table: str
     logs_table: str
+    integration_logs_table: str
     sink: str
     local_path: str | None
     flush_interval_s: float
@@ -256,7 +265,7 @@ class Settings(NamedTuple):
 
     @property
     def resolved_spool_path(self) -> Path:
-        return Path(self.spool_path) if self.spool_path else data_dir() / "spool.sqlite3"
+        return Path(self.spool_path) if self.spool_path else data_dir() / "spool"
 
     @property
     def destination(self) -> str:
@@ -371,8 +380,13 @@ def load_settings(
     for name, spec in FIELDS.items():
         if explicit.get(name) is not None:
             raw = explicit[name]
-        elif environ.get(spec.env, "").strip():  # an empty variable means "not set"
+        elif spec.env in environ:
+            # Set in the environment, even to "": .env does not apply. Empty means "not set"
+            # (`SUPABASE_URL= python job.py` writes to the local store whatever .env says).
             raw = environ[spec.env]
+            if not raw.strip():
+                values[name] = spec.default
+                continue
         elif dotenv.get(spec.env, "").strip():
             raw = dotenv[spec.env]
         else:
@@ -389,7 +403,7 @@ def _check(s: Settings) -> None:
     for name, limit in MAX_REASONABLE.items():
         if getattr(s, name) > limit:
             raise ConfigurationError(f"{_describe(name)} must be at most {limit}")
-    for name in ("schema", "runs_table", "logs_table"):
+    for name in ("schema", "runs_table", "logs_table", "integration_logs_table"):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", getattr(s, name)):
             raise ConfigurationError(f"{_describe(name)} must be a plain SQL identifier")
     if s.sink == "supabase" and not s.url:

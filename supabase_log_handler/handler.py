@@ -1,35 +1,39 @@
 """``SupabaseHandler``: the stdlib ``logging.Handler`` users attach.
 
-``emit`` is the only code on the caller's thread: it skips the client's own
-loggers and the handler's own threads, snapshots the record (``rows.py``) and
-puts it on the queue. It never blocks (unless ``overflow="block"`` was chosen,
-and then only up to ``block_timeout_s``) and never raises: failures go to
-``handleError``. Everything else happens in the pipeline (``pipeline.py``).
+``emit`` is the only code on the caller's thread: it finds the record's run and
+step, snapshots the record (``snapshot.py``) and offers it to the intake. It
+takes no lock (``handle`` skips the handler lock too), so a signal handler,
+``__del__`` or a GC callback may log while the same thread is inside ``emit``;
+it never waits and never raises: failures go to ``handleError``, and every
+record that reaches it is counted, whatever becomes of it.
+
 The constructor is the dictConfig contract: keyword-only scalars, validated at
-once, no I/O and no threads.
+once, no I/O and no threads; it registers the process hooks (``lifecycle.py``).
+Everything else happens in the pipeline (``pipeline.py``).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import sys
 import threading
+import time
 from typing import Any
 
-from . import context, lifecycle, runs
+from . import context, lifecycle, runs, snapshot
 from ._redact import Redactor
 from .config import FIELDS, Settings, default_script_name, load_settings
 from .diagnostics import Diagnostics
 from .pipeline import Pipeline
-from .rows import format_exception, snapshot_extras
+from .queue import AFTER_CLOSE, EMIT_ERROR, NO_RUN, OWN_THREAD
 
 _get_ident = threading.get_ident
-_getpid = os.getpid
 _ERROR = logging.ERROR
-_WARNING = logging.WARNING
 _LOCAL_NOTE_ENV = "SUPABASE_LOG_LOCAL_NOTE_SHOWN"
-ROW_OVERHEAD_BYTES = 512  # measured: a queued row costs about this much besides its message
+_serials = itertools.count(1)
+_lifecycle_state = lifecycle._state
 
 
 def _default_level() -> int:
@@ -65,92 +69,107 @@ class SupabaseHandler(logging.Handler):
             enabled=s.redact, extra_keys=s.redact_keys.split(","), literals=[s.key]
         )
         self.diagnostics = Diagnostics(enabled=s.diagnostics, mask=self.redactor.text)
+        self.serial = next(_serials)
         self._pipeline = Pipeline(s, redactor=self.redactor, diagnostics=self.diagnostics)
         self._excluded_prefixes = tuple(n + "." for n in s.excluded_logger_names)
         self._excluded_names = frozenset(s.excluded_logger_names)
         self._excluded: dict[str, bool] = {}
-        self._announced: runs.Run | None = None
-        self._closed = False
-        self._shed = s.overflow == "shed"
         self._wake_rows = min(s.max_batch_rows, s.max_queue_rows // 2)  # a batch, or half the queue
+        self._block = s.overflow == "block"
         self._local_note_given = False
         runs._listeners.add(self)
-        lifecycle.track(self)
+        lifecycle.register(self)
 
     # -- the hot path ----------------------------------------------------------------
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter, then emit, without the handler lock (``emit`` needs none)."""
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):  # Python 3.12+: a filter may return a new record
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
     def emit(self, record: logging.LogRecord) -> None:
+        state = _lifecycle_state
+        if _get_ident() != state["main"]:
+            self._emit(record)
+            return
+        state["depth"] += 1  # a SIGTERM now waits until this record is queued
         try:
-            pipeline = self._pipeline
-            if self._closed or _get_ident() in pipeline.thread_ids:
+            self._emit(record)
+        finally:
+            state["depth"] -= 1
+            if state["pending"] is not None:
+                lifecycle.run_pending()
+
+    def _emit(self, record: logging.LogRecord) -> None:
+        pipeline = self._pipeline
+        intake = pipeline.intake
+        try:
+            if pipeline.final:
+                intake.drops.append((AFTER_CLOSE, _levelno(record), None))
                 return
-            name = record.name
-            excluded = self._excluded.get(name)
-            if excluded is None:
-                excluded = self._is_excluded(name)
-            if excluded:
+            if _get_ident() in pipeline.thread_ids:
+                intake.drops.append((OWN_THREAD, _levelno(record), None))
                 return
-            if not pipeline.started:
+            if self._excluded_names:
+                name = record.name
+                excluded = self._excluded.get(name)
+                if excluded is None:
+                    excluded = self._is_excluded(name)
+                if excluded:
+                    return
+            if not pipeline.started and not pipeline.closed:
                 self._start()
-            levelno = record.levelno
             d = record.__dict__
             run_id = d.get("run_id")
             step = d.get("step")
-            if run_id is not None and step is None:  # e.g. run.logger() inside run.step(...)
-                step = context.current_step(context.lookup(str(run_id)))
             if run_id is None:
                 run = context.current_run() or self._implicit_run()
                 if run is None:
+                    intake.drops.append((NO_RUN, _levelno(record), None))
                     return
+                if self.serial not in run.announced:
+                    self._announce(run)
                 run_id = run.id
                 if step is None:
                     step = context.current_step(run)
-                if run is not self._announced:
-                    self._announce(run)
-            queue = pipeline.queue
-            if levelno < _WARNING and self._shed and queue.full():
-                queue.last_drop_run = str(run_id)
-                queue.count_dropped(levelno)  # it would be shed anyway: skip the work
-                return
-            try:
-                # The rendered message only: time, level and logger have columns of their own, so
-                # a formatter (basicConfig puts one on every handler it is given) does not apply.
-                message = record.getMessage()
-            except Exception as error:  # "%d" with a str, a __str__ that raises...: keep the row
-                message = _unformattable(record, error)
-            exc = format_exception(record) if (record.exc_info or record.stack_info) else None
-            # A flat plain tuple, not a Snapshot: the garbage collector stops tracking tuples
-            # of plain values, so a long queue costs no collection time (the worker names the fields).
-            snap = (
-                "log",
-                record.created,
-                levelno,
-                record.levelname,
-                message,
-                name,
-                record.pathname,
-                record.lineno,
-                record.funcName,
-                record.threadName,
-                record.process,
-                exc,
-                str(run_id),
-                None if step is None else str(step),
-                snapshot_extras(record),
+            elif step is None:  # e.g. run.logger() inside run.step(...)
+                step = context.current_step(context.lookup(str(run_id)))
+            item = snapshot.log_item(
+                intake.next_seq(), record, str(run_id), None if step is None else str(step)
             )
-            size = len(message) + ROW_OVERHEAD_BYTES + (len(exc[2]) if exc else 0)
-            if not self._shed and queue.pressure() >= 1.0:
-                queue.wait_for_space(self.settings.block_timeout_s)
-            queue.put(snap, size, levelno)
-            worker = pipeline.worker
+            levelno = item[2]
+            if self._block and intake.assist_builder is None:
+                self._wait_for_room(intake)
+            intake.offer(item, levelno)
             if levelno >= _ERROR:
-                worker.hurry = True
-                worker.wake.set()
-            elif queue.rows >= self._wake_rows and not worker.wake.is_set():
-                worker.wake.set()
+                pipeline.worker.hurry = True
+                intake.nudge()
+            elif not intake.wake_pending and intake.rows >= self._wake_rows:
+                intake.nudge()
         except RecursionError:
             raise
         except Exception:
-            self.handleError(record)
+            try:
+                intake.drops.append((EMIT_ERROR, _levelno(record), None))
+            finally:
+                self.handleError(record)
+
+    def _wait_for_room(self, intake: Any) -> None:
+        """``overflow="block"``: wait (at most ``block_timeout_s``) while the queue is full.
+
+        Polls without a lock, so it is safe even inside a signal handler.
+        """
+        if intake.rows < intake.max_rows and intake.nbytes < intake.max_bytes:
+            return
+        intake.nudge()
+        deadline = time.monotonic() + self.settings.block_timeout_s
+        while intake.rows >= intake.max_rows or intake.nbytes >= intake.max_bytes:
+            if time.monotonic() >= deadline or not self._pipeline.alive():
+                return
+            time.sleep(0.001)
 
     def _is_excluded(self, name: str) -> bool:
         excluded = name in self._excluded_names or name.startswith(self._excluded_prefixes)
@@ -160,8 +179,8 @@ class SupabaseHandler(logging.Handler):
         return excluded
 
     def _start(self) -> None:
-        self._pipeline.start()
-        lifecycle.on_first_use(self)
+        if not self._pipeline.start():
+            return
         if (
             not self.settings.uses_supabase
             and not self._local_note_given
@@ -182,46 +201,76 @@ class SupabaseHandler(logging.Handler):
             return joined
         if not self.settings.implicit_run:
             return None
-        return lifecycle.implicit_run(
-            self.settings.script_name or default_script_name(), self.settings.triggered_by
+        if lifecycle.exiting():  # after the exit drain: into the last implicit run, not a new one
+            last = context.last_implicit_run()
+            if last is not None:
+                return last
+        s = self.settings
+        return context.implicit_run(
+            lambda: runs.Run(
+                s.script_name or default_script_name(), triggered_by=s.triggered_by, implicit=True
+            )
         )
 
     def _announce(self, run: runs.Run) -> None:
-        self._announced = run
-        if run.id not in self._pipeline.sender_known_runs:
-            self._pipeline.sender_known_runs.add(run.id)
-            self._pipeline.queue.put_control(("run_open", run))
+        """Queue the row that creates ``run`` (once per handler), ahead of its records."""
+        run.announced.add(self.serial)
+        intake = self._pipeline.intake
+        intake.put_control(
+            (intake.next_seq(), snapshot.CONTROL_BYTES, snapshot.CONTROL_LEVEL, snapshot.RUN_OPEN, run)
+        )
 
     # -- run events (called by runs.Run) -------------------------------------------------
     def run_opened(self, run: runs.Run) -> None:
-        if self._closed or run.cancelled:
+        if self._pipeline.closed or run.cancelled or self.serial in run.announced:
             return
+        self._announce(run)
         if not self._pipeline.started:
             self._start()
-        self._announce(run)
 
     def run_finished(self, run: runs.Run, row: dict[str, Any]) -> None:
-        if self._closed:
-            return
-        if not self._pipeline.started:
-            self._start()
-        self._pipeline.queue.put_control(("run_final", self._redact_run(row)))
-        self._pipeline.worker.hurry = True
-        self._pipeline.worker.wake.set()
+        if self._pipeline.closed and self.serial not in run.announced:
+            return  # closed before this run: nothing of it came here
+        self.submit_row("runs", row, merge=True)
 
-    def _redact_run(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A run's state as it may leave the process: error text and metadata masked."""
-        out = dict(row)
-        if out.get("error_message"):
-            out["error_message"] = self.redactor.text(str(out["error_message"]))
-        if out.get("metadata"):
-            out["metadata"] = self.redactor.value(out["metadata"])
-        return out
+    def submit_row(self, table: str, row: dict[str, Any], *, merge: bool) -> None:
+        """Queue one row for ``table`` ("runs", "logs" or another table), idempotent by ``id``.
+
+        ``merge``: overwrite a stored row with the same id (a state that moves on);
+        otherwise a stored row is kept. Never blocks, never raises.
+        """
+        try:
+            pipeline = self._pipeline
+            intake = pipeline.intake
+            size = snapshot.CONTROL_BYTES + snapshot.estimate_bytes(row)
+            intake.put_control(
+                (intake.next_seq(), size, snapshot.CONTROL_LEVEL, snapshot.ROW, table, row, merge)
+            )
+            if not pipeline.started and not pipeline.closed:
+                self._start()
+            pipeline.worker.hurry = True
+            intake.nudge()
+        except Exception:
+            self.diagnostics.report("submit", f"could not queue a row for {table}")
 
     def handle_direct(self, record: logging.LogRecord) -> None:
         """Handle a record made by the package itself (run failures, uncaught exceptions)."""
         if self.filter(record) and record.levelno >= self.level:
             self.emit(record)
+
+    def before_fork(self) -> None:
+        """Open the implicit run before a fork, so children log into the parent's run."""
+        if not self._pipeline.closed and context.current_run() is None and _attached(self):
+            self.open_implicit_run()
+
+    def open_implicit_run(self) -> runs.Run | None:
+        """The process's implicit run (or the joined one), opened now and queued here."""
+        run = context.current_run() or self._implicit_run()
+        if run is not None and self.serial not in run.announced:
+            self._announce(run)
+            if not self._pipeline.started and not self._pipeline.closed:
+                self._start()
+        return run
 
     # -- control -----------------------------------------------------------------------
     def flush(self, timeout_s: float | None = None) -> bool:  # type: ignore[override]
@@ -230,20 +279,23 @@ class SupabaseHandler(logging.Handler):
         Returns False if ``timeout_s`` (default ``shutdown_timeout_s``) ran out first.
         """
         try:
-            if self._closed:  # logging.shutdown flushes again after our exit drain closed us
-                return self._pipeline.queue.wait_done(self._pipeline.queue.last_seq(), 0)
-            return self._pipeline.flush(
-                self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
-            )
+            with lifecycle.critical():
+                if self._pipeline.closed:  # logging.shutdown flushes after our exit drain
+                    return self._pipeline.ledger.unsettled_rows() == 0
+                return self._pipeline.flush(
+                    self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
+                )
         except Exception:
             return False
 
     def close(self, timeout_s: float | None = None) -> bool:  # type: ignore[override]
-        """Deliver what is pending within ``timeout_s`` (default ``shutdown_timeout_s``), spool the rest."""
+        """Deliver what is pending within ``timeout_s`` (default ``shutdown_timeout_s``), spool the rest.
+
+        Records logged after it are kept and settled at the next ``close`` or at exit.
+        """
         done = True
         try:
-            if not self._closed:
-                self._closed = True
+            with lifecycle.critical():
                 done = self._pipeline.close(
                     self.settings.shutdown_timeout_s if timeout_s is None else timeout_s
                 )
@@ -251,27 +303,36 @@ class SupabaseHandler(logging.Handler):
             self.diagnostics.report("close", f"error while closing: {exc!r}")
             done = False
         finally:
-            runs._listeners.discard(self)
             super().close()
         return done
 
     def stats(self) -> dict[str, Any]:
-        """Counters: enqueued, sent, batches, retries, spooled, replayed, dead_lettered, dropped per level, last_error."""
-        return self._pipeline.stats_dict()
+        """The ledger's counters: ``accepted = delivered + spooled_pending + dead_lettered
+        + dropped + in_memory``, per table too, and the delivery's own figures."""
+        return self._pipeline.stats()
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._pipeline.closed
 
     def __repr__(self) -> str:
         target = self.settings.url or f"local:{self.settings.resolved_local_path}"
         return f"<SupabaseHandler {target} ({logging.getLevelName(self.level)})>"
 
 
-def _unformattable(record: logging.LogRecord, exc: Exception) -> str:
-    from ._jsonsafe import safe_repr, safe_str
+def _levelno(record: logging.LogRecord) -> int:
+    levelno = getattr(record, "levelno", logging.INFO)
+    return levelno if type(levelno) is int else logging.INFO
 
-    return f"{safe_str(record.msg)} [message formatting failed: {safe_repr(exc)}; args: {safe_repr(record.args)}]"
+
+def _attached(handler: logging.Handler) -> bool:
+    """True when some logger has ``handler`` among its handlers."""
+    if handler in logging.getLogger().handlers:
+        return True
+    for logger in list(logging.Logger.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger) and handler in logger.handlers:
+            return True
+    return False
 
 
 def install(

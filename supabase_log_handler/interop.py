@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .handler import SupabaseHandler
-from .rows import STANDARD_ATTRS
+from .snapshot import STANDARD_ATTRS
 
 # Fields processors add that the row already has (level, logger name, time).
 _BOOKKEEPING = frozenset(

@@ -1,20 +1,32 @@
-"""The process around the handlers: exit, signals, uncaught exceptions, implicit runs.
+"""The process around the handlers: hooks registered when the first handler is built.
 
-* At exit, runs this process opened and never finished are finished (``error``
-  after an uncaught exception, else ``success``), then every live handler drains
-  within its ``shutdown_timeout_s`` and spools the rest. The hook is registered
-  after ``logging``'s own, so it runs first.
-* SIGTERM fails the process's open runs with "terminated by SIGTERM", drains,
-  then hands over to whatever handler the application had installed (or to the
-  default action, which ends the process as before).
+Registered, not started (no thread, no I/O), when a handler is constructed:
+
+* Exit: runs this process opened and left open are finished (``error`` after an
+  uncaught exception, else ``success``), then every handler drains within its
+  ``shutdown_timeout_s`` and spools the rest. The hook is registered after
+  ``logging``'s own, so it runs first; ``logging.shutdown`` then settles what
+  later ``atexit`` functions logged.
+* Fork: before it, the implicit run is opened (children log into it) and a client
+  still loading is waited for; ``multiprocessing`` children drain when their
+  work ends (they leave through ``os._exit``, which skips ``atexit``).
+* SIGTERM (main thread, when the disposition is still the default): the runs are
+  failed with "terminated by SIGTERM", the handlers drain, and the process ends
+  by the signal as it would have. An application that handles SIGTERM itself
+  (its handler was there first, or replaced ours later, as uvicorn and gunicorn
+  do) decides alone: its clean exit is a ``success``, with its last lines kept.
 * Uncaught exceptions (``sys.excepthook``, ``threading.excepthook``) become ERROR
   rows with their traceback; in the main thread they also fail the runs.
-* Forked children of ``multiprocessing`` drain when the child ends normally.
+
+A SIGTERM that arrives while the main thread is inside ``emit`` or a drain or
+flush of ours waits for it to end: no lock of ours is ever taken twice by one
+thread, and the record being logged is queued before the process ends.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -31,92 +43,112 @@ if TYPE_CHECKING:
     from .handler import SupabaseHandler
 
 _handlers: weakref.WeakSet[SupabaseHandler] = weakref.WeakSet()
-_lock = threading.RLock()
-_hooks_installed_pid = 0
-_signal_installed = False
-_previous_sigterm: Any = None
-_uncaught: BaseException | None = None
-_implicit: runs.Run | None = None
+_state: dict[str, Any] = {
+    "pid": 0,  # the process whose hooks are installed
+    "signal": False,  # our SIGTERM handler was installed
+    "previous": None,  # the SIGTERM disposition before ours
+    "displaced": False,  # the application took SIGTERM over after us
+    "uncaught": None,
+    "exiting": False,
+    "depth": 0,  # main thread inside a drain/flush of ours
+    "pending": None,  # a SIGTERM that arrived meanwhile: (signum, frame)
+    "terminating": False,
+    "mp_child_hook": False,
+    "exit_status": None,  # what the main thread passed to sys.exit
+    "main": threading.main_thread().ident,  # read by emit, to defer a SIGTERM that interrupts it
+}
 
 
-def track(handler: SupabaseHandler) -> None:
+def register(handler: SupabaseHandler) -> None:
+    """Install the process hooks for ``handler`` (once per process; signals from the main thread)."""
     _handlers.add(handler)
+    settings = handler.settings
+    if _state["pid"] != os.getpid():
+        _state["pid"] = os.getpid()
+        if settings.capture_uncaught:
+            _install_excepthooks()
+            _install_exit_hook()
+        _register_multiprocessing_child_drain()
+    if settings.install_signal_handlers:
+        _install_sigterm()
 
 
-def live_handlers() -> list[SupabaseHandler]:
-    return [h for h in list(_handlers) if not h.closed]
+def handlers() -> list[SupabaseHandler]:
+    """Every handler of this process, open or closed (closed ones may hold late records)."""
+    return list(_handlers)
 
 
-def implicit_run(script_name: str, triggered_by: str | None) -> runs.Run:
-    """The one run per process for records logged outside ``start_run``."""
-    global _implicit
-    with _lock:
-        if _implicit is None or (_implicit.finished and _implicit.owned):
-            _implicit = runs.Run(script_name, triggered_by=triggered_by, implicit=True)
-            _implicit.activate()
-        return _implicit
+def exiting() -> bool:
+    return bool(_state["exiting"])
 
 
-def on_first_use(handler: SupabaseHandler) -> None:
-    """Install the process hooks once per process (signals only from the main thread)."""
-    global _hooks_installed_pid
-    with _lock:
-        if _hooks_installed_pid != os.getpid():
-            _hooks_installed_pid = os.getpid()
-            if handler.settings.capture_uncaught:
-                _install_excepthooks()
-            _register_multiprocessing_drain()
-        if handler.settings.install_signal_handlers:
-            _install_sigterm()
+class critical:
+    """Marks the main thread as inside our own drain or flush (see SIGTERM)."""
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            _state["depth"] += 1
+
+    def __exit__(self, *exc: object) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        _state["depth"] -= 1
+        run_pending()
+
+
+def run_pending() -> None:
+    """Handle a SIGTERM that arrived while the main thread was inside our code, now that it left."""
+    pending = _state["pending"]
+    if _state["depth"] == 0 and pending is not None:
+        _state["pending"] = None
+        _on_sigterm(*pending)
 
 
 # -- exit ------------------------------------------------------------------------------
-def finish_open_runs(error: BaseException | str | None) -> None:
+def finish_open_runs(error: BaseException | str | None, *, status: str = "success") -> None:
     """Finish every run this process opened and left open."""
     for run in list(context._registry.values()):
         if run.owned and not run.finished:
-            run.finish(error=error) if error is not None else run.finish("success")
-
-
-_drain_owner: int | None = None  # thread draining right now
-_drain_finished = threading.Event()
-_drain_finished.set()
-_sigterm_pending = False  # SIGTERM arrived on top of a drain: re-raise it when the drain ends
-_drain_budget_s = 0.0
+            run.finish(error=error) if error is not None else run.finish(status)
 
 
 def drain_all(deadline_s: float | None = None) -> None:
-    """Close every live handler, sharing one deadline."""
-    global _drain_owner, _drain_budget_s
-    handlers = live_handlers()
-    if not handlers:
+    """Close every handler (or settle what reached a closed one), sharing one deadline."""
+    found = handlers()
+    if not found:
         return
-    budget = (
-        deadline_s
-        if deadline_s is not None
-        else max(h.settings.shutdown_timeout_s for h in handlers)
-    )
-    _drain_budget_s = budget
+    budget = deadline_s if deadline_s is not None else max(h.settings.shutdown_timeout_s for h in found)
     deadline = time.monotonic() + budget
-    _drain_owner = threading.get_ident()
-    _drain_finished.clear()
-    try:
-        for h in handlers:
+    found.sort(key=lambda h: not h.closed)  # closed ones first: they let go of their spool files
+    with critical():
+        for h in found:
             h.close(max(deadline - time.monotonic(), 0.05))
-    finally:
-        _drain_owner = None
-        _drain_finished.set()
-        if _sigterm_pending and threading.current_thread() is threading.main_thread():
-            _die_by_sigterm()
 
 
 def _at_exit() -> None:
+    _state["exiting"] = True
     try:
-        error = _uncaught if _uncaught is not None else getattr(sys, "last_value", None)
+        uncaught = _state["uncaught"]
+        error: BaseException | str | None = (
+            uncaught if uncaught is not None else getattr(sys, "last_value", None)
+        )
+        if error is None:
+            error = _exit_error()
         finish_open_runs(error)
         drain_all()
     except Exception:  # never turn a clean exit into a traceback
         pass
+
+
+def _exit_error() -> str | None:
+    """``sys.exit(...)`` with a message or a non-zero code: an ERROR row, and the run's error."""
+    status = _state["exit_status"]
+    if status is None or status == 0:
+        return None
+    message = f"exited with code {status}" if isinstance(status, int) else safe_str(status)
+    if context.current_run() is not None:
+        runs.log_message_error(message)
+    return message
 
 
 atexit.register(_at_exit)
@@ -142,10 +174,9 @@ def _install_excepthooks() -> None:
     def excepthook(
         etype: type[BaseException], value: BaseException, tb: TracebackType | None
     ) -> None:
-        global _uncaught
         try:
             if not issubclass(etype, SystemExit):
-                _uncaught = value
+                _state["uncaught"] = value
                 _emit_uncaught(etype, value, tb, "the main thread")
         except Exception:
             pass
@@ -164,76 +195,73 @@ def _install_excepthooks() -> None:
     threading.excepthook = thread_excepthook
 
 
+def _install_exit_hook() -> None:
+    """Remember what the main thread passes to ``sys.exit`` (the interpreter tells nobody)."""
+    original = sys.exit
+
+    def exit(status: object = None) -> None:
+        if threading.current_thread() is threading.main_thread() and _state["exit_status"] is None:
+            _state["exit_status"] = status
+        original(status)  # type: ignore[arg-type]
+
+    exit.__doc__ = original.__doc__
+    sys.exit = exit  # type: ignore[assignment]
+
+
 # -- SIGTERM -------------------------------------------------------------------------------
 def _install_sigterm() -> None:
-    global _signal_installed, _previous_sigterm
-    if _signal_installed or threading.current_thread() is not threading.main_thread():
+    if _state["signal"] or threading.current_thread() is not threading.main_thread():
         return
     try:
-        _previous_sigterm = signal.getsignal(signal.SIGTERM)
+        _state["previous"] = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _on_sigterm)
-        _signal_installed = True
+        _state["signal"] = True
     except (ValueError, OSError):  # not the main interpreter, or no signals here
         pass
 
 
-_terminating = False
+def notice_takeover() -> None:
+    """Note whether the application has replaced our SIGTERM handler (polled by the worker)."""
+    if _state["signal"] and not _state["displaced"]:
+        current = signal.getsignal(signal.SIGTERM)
+        if current is not _on_sigterm and callable(current):
+            _state["displaced"] = True
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _terminating, _sigterm_pending
-    if (
-        _terminating
-    ):  # a second SIGTERM (multiprocessing sends several) must not cut the drain short
+    if _state["terminating"]:  # a second SIGTERM (multiprocessing sends several)
         return
-    previous = _previous_sigterm
-    if _drain_owner == threading.get_ident() and not callable(previous):
-        # We interrupted this thread's own exit drain: let it finish, then die as asked.
-        _sigterm_pending = previous != signal.SIG_IGN
+    if _state["depth"] > 0:  # we interrupted our own drain: finish it first
+        _state["pending"] = (signum, frame)
         return
-    _terminating = True
-    if _drain_owner is not None:  # another thread is draining: let it finish first
-        _drain_finished.wait(_drain_budget_s + 1.0)
+    previous = _state["previous"]
+    if callable(previous):  # the application was first: it decides
+        previous(signum, frame)
+        return
+    if previous == signal.SIG_IGN:
+        return
+    _state["terminating"] = True
     try:
-        finish_open_runs("terminated by SIGTERM")
-        if callable(previous):
-            for handler in live_handlers():
-                handler.flush()
+        if _state["displaced"]:  # it had stopped cleanly, then handed the signal back
+            finish_open_runs(None)
         else:
-            drain_all()
+            finish_open_runs("terminated by SIGTERM")
+        drain_all()
     except Exception:
         pass
-    if callable(previous):
-        _terminating = False
-        previous(signum, frame)
-    elif previous == signal.SIG_IGN:
-        _terminating = False
-        return
-    else:
-        _die_by_sigterm()
-
-
-def _die_by_sigterm() -> None:
-    """End the process the way the default SIGTERM action would."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-# -- multiprocessing ---------------------------------------------------------------------
-def _register_multiprocessing_drain() -> None:
-    """Make forked ``multiprocessing`` children drain when their work ends normally."""
+# -- fork and multiprocessing ------------------------------------------------------------
+def _register_multiprocessing_child_drain() -> None:
+    """In a multiprocessing child (spawn, forkserver), drain when the work ends."""
     if "multiprocessing" not in sys.modules:
         return
-    import multiprocessing.util as mp_util
+    import multiprocessing
 
-    mp_util.register_after_fork(_drain_marker, _child_started)
-
-
-class _DrainMarker:
-    """A long-lived object multiprocessing can key its after-fork registry on."""
-
-
-_drain_marker = _DrainMarker()
+    if multiprocessing.parent_process() is not None:
+        _child_started(None)
 
 
 def _child_started(_: object) -> None:
@@ -242,15 +270,35 @@ def _child_started(_: object) -> None:
     mp_util.Finalize(None, drain_all, exitpriority=100)
 
 
+class _Marker:
+    """A long-lived object multiprocessing keys its after-fork registry on."""
+
+
+_marker = _Marker()
+
+
+def _before_fork() -> None:
+    for handler in handlers():
+        with contextlib.suppress(Exception):
+            handler.before_fork()
+    if "multiprocessing" in sys.modules and not _state["mp_child_hook"] and _handlers:
+        import multiprocessing.util as mp_util
+
+        mp_util.register_after_fork(_marker, _child_started)
+        _state["mp_child_hook"] = True
+
+
 def _after_fork_in_child() -> None:
-    global _lock, _terminating, _sigterm_pending, _drain_owner, _drain_finished
-    _lock = threading.RLock()
-    _terminating = False
-    _sigterm_pending = False
-    _drain_owner = None
-    _drain_finished = threading.Event()
-    _drain_finished.set()
-    # Signal handlers are inherited; hooks are inherited; nothing to install again.
+    _state.update(
+        depth=0, pending=None, terminating=False, pid=os.getpid(), main=threading.get_ident()
+    )
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+
+def reset() -> None:
+    """Forget the process state kept here (for tests)."""
+    _state.update(
+        uncaught=None, exiting=False, depth=0, pending=None, terminating=False, exit_status=None
+    )

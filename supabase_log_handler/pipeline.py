@@ -1,13 +1,16 @@
 """One handler's delivery machinery, and its life: start, flush, close, fork.
 
-``Pipeline`` assembles queue -> worker -> sender -> sink, with the spool and the
-breaker beside them. Threads start on first use, never in a constructor. Every
-wait has a deadline: ``flush`` waits on the queue's progress, ``close`` spends
-its budget in three phases (drain normally; cut retries short; spool whatever is
-still in memory) so the process can always exit in time. After ``fork`` the child
-gets a fresh queue, threads, spool connection and client, and does not resend
-its parent's rows. When threads cannot run (interpreter shutdown on Python 3.12+,
-or a flush from inside the worker) the same code runs on the calling thread.
+``Pipeline`` assembles intake -> worker -> ledger slot -> sender -> sink, with
+the spool beside them. Threads start on first use, never in a constructor, and
+starting is lock-free (a signal handler may log while the first record is being
+queued). Every wait has a deadline. ``flush`` waits until the ledger has
+settled everything queued before it; ``close`` spends its budget draining, then
+cuts retries short, then seizes whatever is still unsettled (queued, being
+built, waiting in the slot or in flight) and spools it: the ledger, not a list
+of places, says what is left. A closed pipeline still accepts records; they are
+settled on the calling thread at the next ``close`` (``logging.shutdown``) or at
+exit. After ``fork`` the child gets a fresh intake, ledger, threads, spool
+segment and client, and never resends its parent's rows.
 """
 
 from __future__ import annotations
@@ -17,26 +20,32 @@ import os
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from . import context
 from ._redact import Redactor
 from .config import Settings
+from .delivery import Deliverer
 from .diagnostics import Diagnostics
-from .queue import RecordQueue
+from .ledger import CLOSER, Ledger
+from .queue import Intake, Item
 from .retry import Breaker
 from .rows import RowBuilder
 from .sender import Sender
 from .sinks import Sink
-from .spool import Entry, Spool
-from .stats import Stats
+from .spool import Spool
 from .worker import Worker
+
+FOREIGN_REPLAY_AT_EXIT_S = 1.0  # at most this much of a clean exit goes to others' leftovers
 
 
 def make_sink(settings: Settings) -> Sink:
     """The sink the settings ask for (Supabase when a URL is set, else the local store)."""
     if settings.uses_supabase:
-        from .sinks.supabase import SupabaseSink
+        from .config import key_role
+        from .sinks.rest import SupabaseSink
 
         assert settings.url is not None and settings.key is not None
         return SupabaseSink(
@@ -44,11 +53,15 @@ def make_sink(settings: Settings) -> Sink:
             settings.key,
             schema=settings.schema,
             request_timeout_s=settings.request_timeout_s,
+            service_key=key_role(settings.key) in ("service_role", None),
         )
     from .sinks.local import LocalSink
 
     return LocalSink(
-        settings.resolved_local_path, runs_table=settings.runs_table, logs_table=settings.logs_table
+        settings.resolved_local_path,
+        runs_table=settings.runs_table,
+        logs_table=settings.logs_table,
+        integration_logs_table=settings.integration_logs_table,
     )
 
 
@@ -60,238 +73,326 @@ class Pipeline:
         self.redactor = redactor
         self.diag = diagnostics
         self.sink_factory: Callable[[], Sink] = lambda: make_sink(settings)
-        self._lock = threading.Lock()
         self._build()
-        _register_fork_reset(self)
+        _pipelines.add(self)
 
     def _build(self) -> None:
         s = self.settings
         self.pid = os.getpid()
-        self.stats = Stats()
-        self.queue = RecordQueue(max_rows=s.max_queue_rows, max_bytes=s.max_queue_bytes)
+        self.intake = Intake(max_rows=s.max_queue_rows, max_bytes=s.max_queue_bytes)
+        self.ledger = Ledger(self.intake, runs_table=s.runs_table, logs_table=s.logs_table)
+        self.counters: Counter[str] = Counter()
         self.spool = (
-            Spool(s.resolved_spool_path, max_bytes=s.max_spool_bytes, destination=s.destination)
+            Spool(s.resolved_spool_path, max_bytes=s.max_spool_bytes, destination=s.destination,
+                  runs_table=s.runs_table)
             if s.spool
             else None
         )
         self.breaker = Breaker(probe_interval_s=s.probe_interval_s)
-        self.sender = Sender(
+        self.deliverer = Deliverer(
             sink_factory=lambda: self.sink_factory(),
-            build_logs=lambda raw: self.worker.build_logs(raw),
-            spool=self.spool,
-            record_queue=self.queue,
             breaker=self.breaker,
-            stats=self.stats,
-            diagnostics=self.diag,
             runs_table=s.runs_table,
+            logs_table=s.logs_table,
             retry_deadline_s=s.retry_deadline_s,
             retry_max_wait_s=s.retry_max_wait_s,
-            replay_rows=min(
-                s.max_batch_rows, 100
-            ),  # small: decoded rows die young (see park_batch)
-            lease_s=3 * s.request_timeout_s + s.retry_deadline_s,
+            run_row=self.run_row,
+            on_request=self._count_request,
+        )
+        self.sender = Sender(
+            ledger=self.ledger,
+            deliverer=self.deliverer,
+            spool=self.spool,
+            diagnostics=self.diag,
+            run_row=self.run_row,
+            wake_worker=self.intake.nudge,
+            counters=self.counters,
+            replay_rows=s.max_batch_rows,
+            replay_bytes=s.max_batch_bytes,
+        )
+        self.builder = RowBuilder(
+            default_step=s.default_step,
+            redactor=self.redactor,
+            max_message_chars=s.max_message_chars,
+            max_traceback_chars=s.max_traceback_chars,
+            max_meta_bytes=s.max_meta_bytes,
+            logs_table=s.logs_table,
         )
         self.worker = Worker(
-            record_queue=self.queue,
-            builder=RowBuilder(
-                default_step=s.default_step,
-                redactor=self.redactor,
-                max_message_chars=s.max_message_chars,
-                max_traceback_chars=s.max_traceback_chars,
-                max_meta_bytes=s.max_meta_bytes,
-            ),
+            intake=self.intake,
+            ledger=self.ledger,
+            builder=self.builder,
             sender=self.sender,
-            spool=self.spool,
-            stats=self.stats,
             diagnostics=self.diag,
-            logs_table=s.logs_table,
-            runs_table=s.runs_table,
+            tables=self.table,
             flush_interval_s=s.flush_interval_s,
             max_batch_rows=s.max_batch_rows,
             max_batch_bytes=s.max_batch_bytes,
             write_ahead=s.durability == "disk",
+            redact_run=self.redact_run,
         )
-        self.sender_known_runs: set[str] = set()  # runs whose open row is already queued
+        if self.spool is not None:
+            self.intake.assist_builder = self.builder.entry
+        from .lifecycle import notice_takeover
+
+        self.worker.on_cycle = notice_takeover
         self.threads: list[threading.Thread] = []
         self.thread_ids: frozenset[int] = frozenset()
         self.started = False
+        self._starting = threading.Lock()
+        self._ending = threading.Lock()
+        self._running = 0
         self.closed = False
+        self.final = False  # the process's last drain is over: later records are counted lost
+
+    # -- helpers -------------------------------------------------------------------------
+    def table(self, key: str) -> str:
+        """The configured table for a logical name ("runs", "logs", or another table)."""
+        if key == "runs":
+            return self.settings.runs_table
+        if key == "logs":
+            return self.settings.logs_table
+        if key == "integration_logs":
+            return self.settings.integration_logs_table
+        return key
+
+    def run_row(self, run_id: str) -> bytes | None:
+        """The encoded row that creates run ``run_id`` (what the foreign key needs), if known."""
+        row = context.open_row(run_id)
+        if row is None:
+            return None
+        from .rows import encode
+
+        return encode(self.redact_run(row))
+
+    def redact_run(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A run's state as it may leave the process: error text and metadata masked."""
+        out = dict(row)
+        if out.get("error_message"):
+            out["error_message"] = self.redactor.text(str(out["error_message"]))
+        if out.get("metadata"):
+            out["metadata"] = self.redactor.value(out["metadata"])
+        return out
+
+    def _count_request(self, what: str) -> None:
+        self.counters["retries" if what == "retry" else "requests"] += 1
 
     # -- life --------------------------------------------------------------------------
     def start(self) -> bool:
-        """Start the worker and sender threads once; False when threads cannot start."""
+        """Start the worker and sender threads once; False when they cannot run (yet)."""
         if self.started:
             return True
-        with self._lock:
-            if self.started:
-                return True
+        if not self._starting.acquire(blocking=False):
+            return False  # another call (maybe the one this signal handler interrupted) is at it
+        try:
+            if self.started or self.closed:
+                return self.started
+            self._running = 2
+            threads = [
+                threading.Thread(target=_without_signals(self._thread(self.worker.run)),
+                                 name="supabase-log-worker", daemon=True),
+                threading.Thread(target=_without_signals(self._thread(self.sender.run)),
+                                 name="supabase-log-sender", daemon=True),
+            ]  # fmt: skip
             try:
-                threads = [
-                    threading.Thread(
-                        target=_without_signals(self.worker.run),
-                        name="supabase-log-worker",
-                        daemon=True,
-                    ),
-                    threading.Thread(
-                        target=_without_signals(self.sender.run),
-                        name="supabase-log-sender",
-                        daemon=True,
-                    ),
-                ]
                 for t in threads:
                     t.start()
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
-                self.worker.inline = True
                 return False
             self.threads = threads
             self.thread_ids = frozenset(t.ident for t in threads if t.ident is not None)
             self.started = True
             return True
+        finally:
+            self._starting.release()
+
+    def _thread(self, target: Callable[[], None]) -> Callable[[], None]:
+        """``target``; the last of the two threads to end after close lets go of files and sockets."""
+
+        def run() -> None:
+            try:
+                target()
+            finally:
+                with self._ending:
+                    self._running -= 1
+                    last = self._running == 0
+                if last and self.closed:
+                    self._release()
+
+        return run
 
     def alive(self) -> bool:
         return self.started and all(t.is_alive() for t in self.threads)
 
     def reset_after_fork(self) -> None:
         """In a forked child: forget the parent's rows and threads, keep the settings."""
-        self._lock = threading.Lock()
+        if self.spool is not None:
+            self.spool.reset_after_fork()
         self.diag.reset_after_fork()
         self._build()
 
     # -- flushing ----------------------------------------------------------------------
     def flush(self, timeout_s: float) -> bool:
-        """Wait until everything put so far is delivered, spooled or dead-lettered."""
-        target = self.queue.last_seq()
-        if threading.get_ident() in self.thread_ids or not self.alive():
-            return self._flush_inline(target, timeout_s)
-        if _holds_logging_lock() and not self.sender.ready.is_set():
-            # The sender is importing the client, which needs the lock this thread holds
-            # (dictConfig, logging.shutdown): waiting could only end at the deadline.
-            return self.queue.wait_done(target, 0)
+        """Wait until everything queued so far is delivered, spooled or dead-lettered."""
         deadline = time.monotonic() + timeout_s
+        target = self.intake.next_seq()
+        if threading.get_ident() in self.thread_ids:
+            return False  # the worker cannot wait for itself
+        if not self.alive():
+            return self.drain_inline(deadline, target)
+        if _holds_logging_lock() and not self.sender.ready.is_set():
+            # The sender is importing its client, which needs the lock this thread holds
+            # (dictConfig, logging.shutdown): waiting could only end at the deadline.
+            return self.ledger.wait_settled(target, 0)
         self.worker.hurry = True
-        self.worker.wake.set()
-        done = self.queue.wait_done(target, timeout_s)
-        while done and self.queue.report_pending() and time.monotonic() < deadline:
+        self.intake.nudge()
+        done = self.ledger.wait_settled(target, deadline)
+        self.ledger.collect_drops()
+        while done and self.ledger.unreported_drops and time.monotonic() < deadline:
             # Rows were shed: their "N records dropped" row belongs to this flush too.
+            if self.intake.pressure() > 0.25 or self.breaker.is_open:
+                break  # it is written once the pressure is gone and the backend answers
             self.worker.hurry = True
-            self.worker.wake.set()
-            self.queue.wait_changed(min(0.05, max(deadline - time.monotonic(), 0)))
-            done = self.queue.wait_done(self.queue.last_seq(), max(deadline - time.monotonic(), 0))
-        if done and self.queue.last_report_seq > target:  # a report queued after our target
-            done = self.queue.wait_done(
-                self.queue.last_report_seq, max(deadline - time.monotonic(), 0)
-            )
-        if done and self.spool is not None and self.sender.spool_dirty:
+            self.intake.nudge()
+            with self.ledger.changed:
+                self.ledger.changed.wait(0.01)
+            self.ledger.collect_drops()
+        report = self.ledger.last_report_seq
+        if done and report >= target:
+            done = self.ledger.wait_settled(report + 1, deadline)
+        if done:
             self._replay_now(deadline)
         return done
 
-    def _replay_now(self, deadline: float) -> None:
-        """Have the sender try the spool now (the backend may be back), within the deadline."""
-        sender = self.sender
-        while sender.spool_dirty and time.monotonic() < deadline:
-            start = sender.request_replay()
+    def _replay_now(self, deadline: float, foreign_s: float = 0.0) -> None:
+        """Have the sender send this process's spooled rows now, if the backend takes them,
+        then (for at most ``foreign_s``) rows other processes left behind."""
+        sender, spool = self.sender, self.spool
+        if spool is None or not self.alive():
+            return
+        tries = 0
+        foreign_until = min(time.monotonic() + foreign_s, deadline)
+        while time.monotonic() < deadline:
+            own = spool.has_own_pending()
+            foreign = not own and time.monotonic() < foreign_until
+            if not (own or foreign):
+                return
+            if self.breaker.is_open and (tries or not self.breaker.early_probe_allowed()):
+                return  # still down: the rows stay safely in the spool
+            tries += 1
+            start = sender.request_replay(foreign=foreign)
             with sender.replay_round:
                 while sender.replay_rounds <= start and time.monotonic() < deadline:
                     sender.replay_round.wait(min(deadline - time.monotonic(), 0.5))
-            if self.breaker.is_open:
-                return  # still down: the rows stay safely in the spool
+                if foreign and not sender.last_round_sent:
+                    return
 
-    def _flush_inline(self, target: int, timeout_s: float) -> bool:
-        """Do the worker's and sender's job on this thread, within the deadline."""
-        if threading.get_ident() in self.thread_ids:
-            return False  # the worker cannot wait for itself
-        deadline = time.monotonic() + timeout_s
-        self.worker.inline = True
-        self.worker.hurry = True
+    def drain_inline(self, deadline: float, target: int | None = None) -> bool:
+        """Do the worker's and the sender's job on this thread, within the deadline."""
+        worker = self.worker
+        worker.hurry = True
+        target = self.intake.next_seq() if target is None else target
         while time.monotonic() < deadline:
-            self.worker.pump()
-            if self.queue.wait_done(target, 0):
+            worker.cycle(inline=True, deadline=deadline)
+            if self.ledger.wait_settled(target, 0):
                 return True
-        return self.queue.wait_done(target, 0)
+            if self.breaker.is_open and not self.breaker.probe_due():
+                break
+        return self.ledger.wait_settled(target, 0)
 
+    # -- closing ----------------------------------------------------------------------
     def close(self, timeout_s: float) -> bool:
-        """Drain within ``timeout_s``; whatever is left is spooled. Safe twice."""
-        if self.closed:
-            return True
-        self.closed = True
+        """Deliver within ``timeout_s``; whatever is left is spooled. Safe twice.
+
+        Called again on a closed pipeline (``logging.shutdown`` after the exit drain,
+        or a later exit), it settles what was logged since, on this thread.
+        """
         deadline = time.monotonic() + timeout_s
-        target = self.queue.last_seq()
-        self.worker.stop.set()
-        if self.started and _holds_logging_lock() and not self.sender.ready.is_set():
-            self.sender.abort.set()  # see flush(): keep the rows in the spool instead of waiting
-            self._spool_leftovers()
-            self.sender.request_stop()
-            return False
-        done = self.flush(timeout_s * 0.6)
-        if not done:
-            self.sender.abort.set()  # stop retrying; failures now go to the spool
-            self.worker.wake.set()
-            done = self.queue.wait_done(target, max(deadline - time.monotonic(), 0) * 0.5)
-        if not done:
-            self._spool_leftovers()
+        if self.closed:
+            return self._settle_late(deadline)
+        self.closed = True
+        target = self.intake.next_seq()
+        reserve = min(timeout_s * 0.3, 0.05 + self.ledger.unsettled_rows() * 20e-6)
+        done = False
+        if self.alive() and not (_holds_logging_lock() and not self.sender.ready.is_set()):
+            self.worker.hurry = True
+            self.intake.nudge()
+            done = self.ledger.wait_settled(target, deadline - reserve - timeout_s * 0.2)
+            if not done:
+                self.deliverer.abort.set()  # stop retrying: failures now go to the spool
+                self.intake.nudge()
+                done = self.ledger.wait_settled(target, deadline - reserve)
+            if done:  # backend healthy: also send what others left behind, for a moment
+                self._replay_now(deadline - 0.1, foreign_s=FOREIGN_REPLAY_AT_EXIT_S)
+        elif not self.alive():
+            done = self.drain_inline(deadline - reserve, target)
+        self.deliverer.abort.set()
+        self._seize_and_spool()
+        self._stop_threads(deadline)
+        return done
+
+    def _settle_late(self, deadline: float) -> bool:
+        """Records logged after close: deliver them on this thread, spool the rest."""
+        done = True
+        if self.ledger.unsettled_rows():
+            self.deliverer.abort.clear()
+            done = self.drain_inline(deadline - 0.05)
+            self.deliverer.abort.set()
+            self._seize_and_spool()
+        from . import lifecycle
+
+        if lifecycle.exiting():
+            self.final = True
+            self._release()
+        return done
+
+    def _seize_and_spool(self) -> None:
+        """At the deadline: everything still unsettled is built here and spooled."""
+        for holding in self.ledger.seize():
+            entries = list(holding.entries)
+            raw: list[Item] = list(holding.raw)
+            if raw:
+                built, skipped = self.worker._build(raw)
+                entries.extend(built)
+                if skipped:
+                    self.ledger.drop_raw(holding, skipped, "cancelled")
+            spooled, failed, why = self.sender.spool_entries(entries)
+            if failed:
+                self.diag.report("lost", f"{len(failed)} rows lost at exit: {why}")
+            self.ledger.settle(holding, CLOSER, spooled=spooled, dropped=failed,
+                               reason="no_spool" if self.spool is None else "spool_failed")  # fmt: skip
+
+    def _stop_threads(self, deadline: float) -> None:
+        self.worker.stopping = True
         self.sender.request_stop()
-        self.worker.wake.set()
+        self.intake.nudge()
         for t in self.threads:
             t.join(max(min(deadline - time.monotonic(), 0.5), 0.0))
         if any(t.is_alive() for t in self.threads):
-            return done  # a request is still hanging; its rows are in the spool
-        if done and self.spool is not None and not self.breaker.is_open:
-            # Backend healthy: send what earlier failures (or other processes) left behind.
-            while time.monotonic() < deadline - 0.25 and self.sender.replay_once():
-                pass
-        self.sender.close()
+            return  # a request is still hanging; its rows are already in the spool
+        self._release()
+
+    def _release(self) -> None:
+        self.deliverer.close()
         if self.spool is not None:
-            self.spool.close()
-        return done
+            with contextlib.suppress(OSError):
+                self.spool.close()
 
-    def _spool_leftovers(self) -> None:
-        """Last resort at the deadline: everything still in memory goes to the spool."""
-        if self.spool is None:
-            n = self.queue.rows + sum(
-                h.rows for h in (self.sender.inflight, self.worker.current) if h is not None
-            )
-            self.stats.add("lost", n)
-            self.diag.report(
-                "lost",
-                f"{n} rows lost at exit: the backend did not answer in time and the spool is disabled",
-            )
-            return
-        entries: list[Entry] = []
-        for holder in (self.sender.inflight, self.worker.current):
-            if holder is not None:
-                entries.extend(e for e in holder.entries if not e.seq)
-                entries.extend(self.worker.build_logs(list(holder.raw)))
-        token, items = self.queue.take(10**9, 10**18)
-        entries.extend(self.worker.entries_of(items))
-        try:
-            self.spool.add(entries)
-            self.stats.add("spooled", len(entries))
-        except Exception as exc:
-            self.stats.add("lost", len(entries))
-            self.diag.report("lost", f"{len(entries)} rows lost at exit: {exc!r}")
-        self.queue.done(token)
-
-    def stats_dict(self) -> dict[str, Any]:
-        out = self.stats.as_dict()
-        out["queued"] = self.queue.rows
-        _, totals = self.queue.dropped_unreported, dict(self.queue.dropped)
-        out["dropped"] = totals
-        out["breaker_open"] = self.breaker.is_open
-        out["last_error"] = self.diag.last_error
+    def stats(self) -> dict[str, Any]:
+        out = self.ledger.snapshot()
+        out.update(
+            requests=self.counters["requests"],
+            retries=self.counters["retries"],
+            batches=self.counters["batches"],
+            queued=self.intake.rows,
+            breaker_open=self.breaker.is_open,
+            last_error=self.diag.last_error,
+        )
         return out
 
 
-_ASYNC_SIGNALS = (
-    "SIGINT",
-    "SIGTERM",
-    "SIGHUP",
-    "SIGQUIT",
-    "SIGUSR1",
-    "SIGUSR2",
-    "SIGALRM",
-    "SIGCHLD",
-    "SIGWINCH",
-)
+_ASYNC_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
+                  "SIGCHLD", "SIGWINCH")  # fmt: skip
 
 
 def _without_signals(target: Callable[[], None]) -> Callable[[], None]:
@@ -327,10 +428,6 @@ def _holds_logging_lock() -> bool:
 
 
 _pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()
-
-
-def _register_fork_reset(pipeline: Pipeline) -> None:
-    _pipelines.add(pipeline)
 
 
 def _before_fork() -> None:

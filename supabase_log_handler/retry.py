@@ -51,8 +51,26 @@ def call_with_retry(
     abort: threading.Event,
     on_retry: Callable[[BaseException | None], None] = lambda exc: None,
 ) -> T:
-    """``fn()``, retried on TransientError until ``deadline_s`` or ``abort`` is set."""
-    from tenacity import (  # imported here: the worker pays for it, not the job's start-up
+    """``fn()``, retried on TransientError until ``deadline_s`` or ``abort`` is set.
+
+    The first attempt runs without tenacity, so a healthy backend never pays for
+    importing it; after a failure the first wait honours ``Retry-After``.
+    """
+    started = time.monotonic()
+    try:
+        return fn()
+    except TransientError as exc:
+        if abort.is_set() or deadline_s <= 0:
+            raise
+        on_retry(exc)
+        hinted = exc.retry_after_s or 0.0
+        first_wait = min(max(hinted, 0.1), max(max_wait_s, deadline_s))
+        if time.monotonic() - started + first_wait >= deadline_s:
+            raise
+        if abort.wait(first_wait):
+            raise
+    remaining = deadline_s - (time.monotonic() - started)
+    from tenacity import (  # imported here: only once something failed
         RetryCallState,
         Retrying,
         retry_if_exception_type,
@@ -70,7 +88,7 @@ def call_with_retry(
         wait=_wait_retry_after(
             _backoff(wait_exponential_jitter, max_wait_s), cap_s=max(max_wait_s, deadline_s)
         ),
-        stop=stop_after_delay(deadline_s) | stop_when_event_set(abort),
+        stop=stop_after_delay(max(remaining, 0.0)) | stop_when_event_set(abort),
         sleep=sleep_using_event(abort),
         before_sleep=before_sleep,
         reraise=True,

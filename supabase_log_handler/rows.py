@@ -1,16 +1,17 @@
-"""From ``logging.LogRecord`` to a ``logs`` row, in two halves.
+"""The worker's side of a record: from a queue item to an encoded ``logs`` row.
 
-``snapshot`` runs on the caller's thread and does only what cannot wait: it
-renders the message, formats the exception, copies mutable extras and reads the
-current run and step, so the record can be dropped at once. ``build_row`` runs
-on the worker: ids, timestamps, level mapping, size limits, redaction and the
-``meta`` layout::
+``RowBuilder.entry`` makes the id, the timestamp, the level, the step and the
+``meta`` layout, masks secrets, caps sizes, and encodes the row as JSON bytes
+once: the same bytes are sent, spooled and replayed, never rebuilt::
 
     meta = {<meta= / extra={"meta": ...} fields>, <other extra fields>,
             "log": {"logger", "file", "line", "function", "thread", "process"},
             "exception": {"type", "message", "traceback"},     # when exc_info was set
             "level": {"name", "no"},                           # when not one of the four
             "truncated": [...]}                                # what was cut
+
+An entry is one flat tuple (``E_*`` below), so batches of them cost the garbage
+collector nothing: ``(seq, table, merge, row_id, run_id, levelno, payload)``.
 """
 
 from __future__ import annotations
@@ -18,28 +19,63 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import traceback
-from typing import Any, NamedTuple
+import time
+from typing import Any, Final, NamedTuple
 
 from . import _jsonsafe
 from ._ids import new_id
 from ._redact import Redactor
-
-LEVELS = (
-    (logging.DEBUG, "DEBUG"),
-    (logging.INFO, "INFO"),
-    (logging.WARNING, "WARNING"),
-    (logging.ERROR, "ERROR"),
+from .snapshot import (
+    CREATED,
+    EXC,
+    EXTRAS,
+    FUNC,
+    LEVEL,
+    LEVELNAME,
+    LINENO,
+    LOGGER,
+    MESSAGE,
+    PATHNAME,
+    PROCESS,
+    RUN_ID,
+    SEQ,
+    STEP,
+    THREAD,
 )
+
+E_SEQ: Final = 0
+E_TABLE: Final = 1
+E_MERGE: Final = 2
+E_ID: Final = 3
+E_RUN: Final = 4
+E_LEVEL: Final = 5
+E_PAYLOAD: Final = 6
+Entry = tuple[int, str, bool, str, "str | None", int, bytes]
+
+LEVELS = ((logging.DEBUG, "DEBUG"), (logging.INFO, "INFO"), (logging.WARNING, "WARNING"),
+          (logging.ERROR, "ERROR"))  # fmt: skip
 _LEVEL_NAMES = {no: name for no, name in LEVELS}
-
-# Attributes every LogRecord has; anything else on a record came from ``extra``.
-STANDARD_ATTRS = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", (), None)).keys()
-    | {"message", "asctime", "taskName", "stack_info", "exc_text"}
-)
-ADAPTER_KEYS = frozenset({"meta", "step", "run_id"})
+_RESERVED = ("log", "exception", "level", "truncated")
+_REDACT_MARGIN = 4096  # longest secret that is still masked whole where a message is cut
 _UTC = dt.timezone.utc
+
+_encode_str = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+try:  # optional (the "fast" extra): several times quicker, same output for our rows
+    import orjson
+
+    _orjson_dumps: Any = orjson.dumps
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson_dumps = None
+
+
+def encode(row: dict[str, Any]) -> bytes:
+    """A row as compact UTF-8 JSON (orjson when installed, else the standard library)."""
+    if _orjson_dumps is not None:
+        try:
+            return _orjson_dumps(row)  # type: ignore[no-any-return]
+        except (TypeError, ValueError):  # e.g. an int beyond 64 bits: the stdlib can
+            pass
+    return _encode_str(row).encode("utf-8")
 
 
 def map_level(levelno: int) -> str:
@@ -56,7 +92,7 @@ def map_level(levelno: int) -> str:
 
 
 class Snapshot(NamedTuple):
-    """What the worker needs of a record; built on the caller's thread."""
+    """A log item's payload by name (tests and slow paths; the worker indexes items)."""
 
     created: float
     levelno: int
@@ -74,41 +110,26 @@ class Snapshot(NamedTuple):
     extras: dict[str, Any] | None
 
 
-def snapshot_extras(record: logging.LogRecord) -> dict[str, Any] | None:
-    """The record's non-standard attributes, with mutable values copied JSON-safe."""
-    names = record.__dict__.keys() - STANDARD_ATTRS
-    if not names:
-        return None
-    out: dict[str, Any] = {}
-    for name in names:
-        value = record.__dict__[name]
-        out[name] = value if _jsonsafe.is_plain(value) else _jsonsafe.to_jsonable(value)
-    return out
+_second_cache: dict[int, str] = {}
 
 
-def format_exception(record: logging.LogRecord) -> tuple[str, str, str] | None:
-    """(type, message, traceback text) of the record's exception, or None."""
-    exc_info = record.exc_info
-    if not exc_info or exc_info is True or exc_info[0] is None:  # type: ignore[comparison-overlap]
-        if record.stack_info:
-            return ("", "", _jsonsafe.safe_str(record.stack_info))
-        return None
-    etype, evalue, tb = exc_info
-    try:
-        text = record.exc_text or "".join(traceback.format_exception(etype, evalue, tb))
-    except Exception:
-        text = _jsonsafe.safe_repr(evalue)
-    if record.stack_info:
-        text += "\n" + _jsonsafe.safe_str(record.stack_info)
-    name = getattr(etype, "__qualname__", None) or _jsonsafe.safe_str(etype)
-    module = getattr(etype, "__module__", None)
-    if module and module != "builtins":
-        name = f"{module}.{name}"
-    return (name, _jsonsafe.safe_str(evalue), text)
+def iso_timestamp(created: float) -> str:
+    """ISO-8601 UTC with microseconds, as PostgreSQL's timestamptz reads it."""
+    second = int(created // 1)
+    micros = round((created - second) * 1_000_000)
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    prefix = _second_cache.get(second)
+    if prefix is None:
+        if len(_second_cache) > 4096:
+            _second_cache.clear()
+        prefix = dt.datetime.fromtimestamp(second, _UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _second_cache[second] = prefix
+    return f"{prefix}.{micros:06d}+00:00"
 
 
 class RowBuilder:
-    """Worker-side conversion of snapshots into JSON-safe, redacted, size-capped rows."""
+    """Worker-side conversion of queue items into redacted, size-capped, encoded rows."""
 
     def __init__(
         self,
@@ -118,91 +139,219 @@ class RowBuilder:
         max_message_chars: int,
         max_traceback_chars: int,
         max_meta_bytes: int,
+        logs_table: str = "logs",
     ) -> None:
         self.default_step = default_step
         self.redactor = redactor
         self.max_message_chars = max_message_chars
         self.max_traceback_chars = max_traceback_chars
         self.max_meta_bytes = max_meta_bytes
+        self.logs_table = logs_table
+        self._log_blocks: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._log_texts: dict[tuple[Any, ...], str] = {}
+
+    # -- entry points --------------------------------------------------------------------
+    def entry(self, item: tuple[Any, ...]) -> Entry:
+        """The encoded ``logs`` entry of a log item; never raises."""
+        try:
+            fast = self._fast(item)
+            if fast is not None:
+                return fast
+            row = self.row(item)
+            payload = encode(row)
+        except Exception as exc:  # the builder never fails a record: keep a plain row instead
+            row = self._fallback_row(item, exc)
+            payload = encode(row)
+        return (item[SEQ], self.logs_table, False, row["id"], item[RUN_ID], item[LEVEL], payload)
+
+    def _fast(self, item: tuple[Any, ...]) -> Entry | None:
+        """The common record, encoded straight to JSON (None when it needs the general path).
+
+        Common: one of the four levels, no exception, a short ASCII message and step,
+        and extras that are at most ``meta=`` with short ASCII keys and plain values.
+        The bytes equal what the general path makes (a property test holds them equal).
+        """
+        levelno = item[LEVEL]
+        level = _LEVEL_NAMES.get(levelno)
+        message = item[MESSAGE]
+        step = item[STEP]
+        if (level is None or item[EXC] is not None or len(message) > self.max_message_chars
+                or not _clean_plain(message)):  # fmt: skip
+            return None
+        extras = item[EXTRAS]
+        meta_json = ""
+        if extras:
+            if len(extras) != 1:
+                return None
+            user = extras.get("meta")
+            if type(user) is not dict or len(user) > 64:
+                return None
+            redact = self.redactor
+            sensitive = redact.is_sensitive_key
+            parts = []
+            for k, v in user.items():
+                if not _clean_plain(k) or k in _RESERVED:
+                    return None
+                kind = type(v)
+                if kind is str:
+                    if not _clean_plain(v) or len(v) > 1000:
+                        return None
+                    shown = _MASK_JSON if sensitive(k) else _quote(redact.text(v))
+                elif kind is int or kind is bool or v is None:
+                    shown = _MASK_JSON if sensitive(k) and v is not None else _literal(v)
+                elif kind is float and v == v and v not in _INFINITE:
+                    shown = _MASK_JSON if sensitive(k) else repr(v)
+                else:
+                    return None
+                parts.append(_quote(k) + ":" + shown)
+            meta_json = ",".join(parts)
+        if step is None:
+            step = self.default_step
+        elif type(step) is not str or len(step) > 200 or not _clean_plain(step):
+            return None
+        log_json = self._log_json(item)
+        meta = "{" + meta_json + ("," if meta_json else "") + '"log":' + log_json + "}"
+        if len(meta) > self.max_meta_bytes or not meta.isascii():
+            return None
+        row_id = new_id()
+        text = (
+            f'{{"id":"{row_id}","run_id":{_quote(item[RUN_ID])},'
+            f'"timestamp":"{iso_timestamp(item[CREATED])}","level":"{level}",'
+            f'"step":{_quote(step)},"message":{_quote(self.redactor.text(message))},"meta":{meta}}}'
+        )
+        return (item[SEQ], self.logs_table, False, row_id, item[RUN_ID], levelno, text.encode())
+
+    def _log_json(self, item: tuple[Any, ...]) -> str:
+        """The ``log`` block of a call site, encoded once."""
+        key = (item[LOGGER], item[PATHNAME], item[LINENO], item[FUNC], item[THREAD], item[PROCESS])
+        text = self._log_texts.get(key)
+        if text is None:
+            text = _encode_str(self._log_block(*key))
+            if len(self._log_texts) > 4096:
+                self._log_texts.clear()
+            self._log_texts[key] = text
+        return text
+
+    def row(self, item: tuple[Any, ...]) -> dict[str, Any]:
+        """The ``logs`` row (a dict) of a log item."""
+        return self._row(
+            item[LEVEL], item[CREATED], item[LEVELNAME], item[MESSAGE], item[LOGGER],
+            item[PATHNAME], item[LINENO], item[FUNC], item[THREAD], item[PROCESS], item[EXC],
+            item[RUN_ID], item[STEP], item[EXTRAS],
+        )  # fmt: skip
 
     def build(self, snap: Snapshot) -> dict[str, Any]:
-        """The ``logs`` row for one snapshot; never raises."""
+        """The ``logs`` row of a :class:`Snapshot`."""
+        return self._row(
+            snap.levelno, snap.created, snap.levelname, snap.message, snap.logger, snap.pathname,
+            snap.lineno, snap.func, snap.thread, snap.process, snap.exc, snap.run_id, snap.step,
+            snap.extras,
+        )  # fmt: skip
+
+    # -- the row -------------------------------------------------------------------------
+    def _row(
+        self, levelno: int, created: float, levelname: str, message: str, logger: str,
+        pathname: str, lineno: int, func: str | None, thread: str | None, process: int | None,
+        exc: tuple[str, str, str] | None, run_id: str, step: str | None,
+        extras: dict[str, Any] | None,
+    ) -> dict[str, Any]:  # fmt: skip
         truncated: list[str] = []
-        redact = self.redactor
-        message = self._text(
-            snap.message, self.max_message_chars, "message", truncated, redact=True
-        )
-        meta: dict[str, Any] = {}
-        step = snap.step
-        if snap.extras:
-            extras = dict(snap.extras)
-            user_meta = extras.pop("meta", None)
-            extras.pop("run_id", None)
-            extra_step = extras.pop("step", None)
+        if len(message) <= self.max_message_chars and (message.isascii() and "\x00" not in message):
+            message = self.redactor.text(message)
+        else:
+            message = self._text(message, self.max_message_chars, "message", truncated)
+        meta: dict[str, Any]
+        if extras:
+            meta, extra_step = self._user_meta(extras)
             if step is None and extra_step is not None:
                 step = _jsonsafe.safe_str(extra_step)
-            if isinstance(user_meta, dict):
-                meta.update(user_meta)
-            elif user_meta is not None:
-                meta["meta"] = user_meta
-            meta.update(extras)
-            for reserved in ("log", "exception", "level", "truncated"):
-                if reserved in meta:
-                    meta[reserved + "_"] = meta.pop(reserved)
-            # User data: made JSON-safe and redacted. What follows comes from code, not data.
-            meta = redact.value(_jsonsafe.to_jsonable(meta))
-        clean = _jsonsafe.clean_text
-        meta["log"] = {
-            "logger": clean(snap.logger),
-            "file": clean(snap.pathname),
-            "line": snap.lineno,
-            "function": clean(snap.func) if snap.func else snap.func,
-            "thread": clean(snap.thread) if snap.thread else snap.thread,
-            "process": snap.process,
-        }
-        if snap.exc is not None:
-            etype, evalue, tb = snap.exc
+        else:
+            meta = {}
+        meta["log"] = self._log_block(logger, pathname, lineno, func, thread, process)
+        if exc is not None:
+            etype, evalue, tb = exc
             meta["exception"] = {
-                "type": clean(etype),
-                "message": self._text(
-                    evalue, self.max_message_chars, "exception.message", truncated, redact=True
-                ),
-                "traceback": self._text(
-                    tb, self.max_traceback_chars, "exception.traceback", truncated, redact=True
-                ),
+                "type": _jsonsafe.clean_text(etype),
+                "message": self._text(evalue, self.max_message_chars, "exception.message", truncated),
+                "traceback": self._text(tb, self.max_traceback_chars, "exception.traceback", truncated),
             }
-        level = map_level(snap.levelno)
-        if _LEVEL_NAMES.get(snap.levelno) != level:
-            meta["level"] = {"name": clean(snap.levelname), "no": snap.levelno}
+        level = _LEVEL_NAMES.get(levelno)
+        if level is None:
+            level = map_level(levelno)
+            meta["level"] = {"name": _jsonsafe.clean_text(str(levelname)), "no": levelno}
         if truncated:
             meta["truncated"] = truncated
-        if snap.extras or snap.exc is not None:  # only then can meta be large
+        if extras or exc is not None:  # only then can meta be large
             meta = self._cap_meta(meta)
+        if step is None:
+            step = self.default_step
+        elif type(step) is not str or not step.isascii() or len(step) > 200 or "\x00" in step:
+            step = _jsonsafe.clean_text(_jsonsafe.safe_str(step))[:200] or self.default_step
         return {
             "id": new_id(),
-            "run_id": snap.run_id,
-            "timestamp": iso_timestamp(snap.created),
+            "run_id": run_id,
+            "timestamp": iso_timestamp(created),
             "level": level,
-            "step": clean(step or self.default_step)[:200] or self.default_step,
+            "step": step,
             "message": message,
             "meta": meta,
         }
 
-    def _text(
-        self, text: str, limit: int, name: str, truncated: list[str], *, redact: bool = False
-    ) -> str:
-        """Clean, (redact,) then cut ``text`` to ``limit`` characters, noting the cut.
+    def _user_meta(self, extras: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+        """The user's part of ``meta`` (redacted, JSON-safe) and a step given as an extra."""
+        extras = dict(extras)
+        user_meta = extras.pop("meta", None)
+        extras.pop("run_id", None)
+        extra_step = extras.pop("step", None)
+        meta: dict[str, Any] = {}
+        if isinstance(user_meta, dict):
+            meta.update(user_meta)
+        elif user_meta is not None:
+            meta["meta"] = user_meta
+        meta.update(extras)
+        for reserved in _RESERVED:
+            if reserved in meta:
+                meta[reserved + "_"] = meta.pop(reserved)
+        if not all(_clean_plain(k) and (_clean_plain(v) or (_jsonsafe.is_plain(v) and type(v) is not str))
+                   for k, v in meta.items()):  # fmt: skip
+            meta = _jsonsafe.to_jsonable(meta)
+        return self.redactor.value(meta), extra_step
+
+    def _log_block(
+        self, logger: str, pathname: str, lineno: int, func: str | None, thread: str | None,
+        process: int | None,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Where the record came from; the same call site gives the same (shared) block."""
+        key = (logger, pathname, lineno, func, thread, process)
+        block = self._log_blocks.get(key)
+        if block is None:
+            clean = _jsonsafe.clean_text
+            block = {
+                "logger": clean(str(logger)),
+                "file": clean(str(pathname)),
+                "line": lineno if type(lineno) is int else 0,
+                "function": clean(str(func)) if func else func,
+                "thread": clean(str(thread)) if thread else thread,
+                "process": process if process is None or type(process) is int else None,
+            }
+            if len(self._log_blocks) > 4096:
+                self._log_blocks.clear()
+            self._log_blocks[key] = block
+        return block
+
+    def _text(self, text: str, limit: int, name: str, truncated: list[str]) -> str:
+        """Clean, redact, then cut ``text`` to ``limit`` characters, noting the cut.
 
         Redaction comes before the cut, so a secret crossing the limit is masked
         whole rather than half shown; text far past the limit is dropped first so
         a huge message costs no regex time.
         """
+        if type(text) is not str:
+            text = _jsonsafe.safe_str(text)
         original = len(text)
         if original > limit + _REDACT_MARGIN:
             text = text[: limit + _REDACT_MARGIN]
-        text = _jsonsafe.clean_text(text)
-        if redact:
-            text = self.redactor.text(text)
+        text = self.redactor.text(_jsonsafe.clean_text(text))
         if len(text) > limit or original > limit + _REDACT_MARGIN:
             truncated.append(name)
             dropped = max(original - limit, len(text) - limit)
@@ -228,8 +377,37 @@ class RowBuilder:
         keep["meta_text"] = _fit_text(text, max(room, 0))
         return keep
 
+    def _fallback_row(self, item: tuple[Any, ...], exc: Exception) -> dict[str, Any]:
+        created = item[CREATED] if isinstance(item[CREATED], (int, float)) else time.time()
+        return {
+            "id": new_id(),
+            "run_id": str(item[RUN_ID]),
+            "timestamp": iso_timestamp(float(created)),
+            "level": "ERROR",
+            "step": self.default_step,
+            "message": "a log record could not be converted",
+            "meta": {"error": _jsonsafe.safe_repr(exc)[:1000]},
+        }
 
-_REDACT_MARGIN = 4096  # longest secret that is still masked whole where a message is cut
+
+_quote = json.encoder.encode_basestring
+_MASK_JSON = '"[REDACTED]"'
+_INFINITE = (float("inf"), float("-inf"))
+
+
+def _literal(value: int | bool | None) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def _clean_plain(value: Any) -> bool:
+    """A str PostgreSQL takes as it is (ASCII without NUL); anything else is checked slowly."""
+    return type(value) is str and value.isascii() and "\x00" not in value
 
 
 def _json_bytes(value: Any) -> int:
@@ -254,15 +432,17 @@ def _fit_text(text: str, room_bytes: int) -> str:
     return text[:lo]
 
 
-def iso_timestamp(created: float) -> str:
-    """ISO-8601 UTC with microseconds, as PostgreSQL's timestamptz reads it."""
-    return dt.datetime.fromtimestamp(created, _UTC).isoformat(timespec="microseconds")
+def sanitise(payload: bytes, max_chars: int = 10_000) -> bytes:
+    """A last-resort copy of a refused row: plain text, short, meta as one string."""
+    return encode(sanitise_row(json.loads(payload), max_chars))
 
 
 def sanitise_row(row: dict[str, Any], max_chars: int = 10_000) -> dict[str, Any]:
     """A last-resort copy of a refused row: plain text, short, meta as one string."""
     out = dict(row)
     for key in ("message", "step", "level"):
+        if key not in row:
+            continue
         value = out.get(key)
         text = _jsonsafe.clean_text(_jsonsafe.safe_str(value)) if value is not None else ""
         if len(text) > max_chars:
@@ -270,8 +450,12 @@ def sanitise_row(row: dict[str, Any], max_chars: int = 10_000) -> dict[str, Any]
         out[key] = text
     if "level" in row and out["level"] not in _LEVEL_NAMES.values():
         out["level"] = "ERROR"
-    meta = row.get("meta")
-    if meta is not None:
-        text = _jsonsafe.clean_text(json.dumps(meta, ensure_ascii=False, default=str))
-        out["meta"] = {"meta_text": text[:max_chars], "sanitised": True}
+    for key in ("meta", "metadata"):
+        value = row.get(key)
+        if value is not None:
+            text = _jsonsafe.clean_text(json.dumps(value, ensure_ascii=False, default=str))
+            out[key] = {"meta_text": text[:max_chars], "sanitised": True}
+    for key in ("error_message",):
+        if isinstance(row.get(key), str):
+            out[key] = _jsonsafe.clean_text(row[key])[:max_chars]
     return out

@@ -139,7 +139,9 @@ class Run:
         self.current_step: str | None = None
         self.failed_step: str | None = None
         self._metrics: dict[str, int | Decimal | None] = dict.fromkeys(METRICS)
-        self._lock = threading.Lock()
+        # Re-entrant: a SIGTERM handler may finish the run while the main thread is in run.add().
+        self._lock = threading.RLock()
+        self.announced: set[int] = set()  # handlers (by serial) that have queued the open row
         self._tokens: list[Any] = []
         self._env_saved: tuple[str | None, str | None] | None = None
 
@@ -249,16 +251,20 @@ class Run:
 
     # -- lifecycle ---------------------------------------------------------------------
     def activate(self) -> Run:
-        """Make the run current here and for child processes; tell the handlers."""
+        """Tell the handlers, then make the run current here and for child processes.
+
+        The handlers queue the run's row first, so no record can point at the run
+        before its row is on its way.
+        """
         context.register(self)
+        for listener in list(_listeners):
+            listener.run_opened(self)
         self._tokens.append(context.set_run(self))
         context.claim_process_run(self)
         if self.owned and context.process_run() is self:
             self._env_saved = (os.environ.get(ENV_RUN_ID), os.environ.get(ENV_RUN_SCRIPT))
             os.environ[ENV_RUN_ID] = self.id
             os.environ[ENV_RUN_SCRIPT] = self.script_name
-        for listener in list(_listeners):
-            listener.run_opened(self)
         return self
 
     def finish(self, status: str | None = None, error: BaseException | str | None = None) -> Run:
@@ -278,6 +284,7 @@ class Run:
         for listener in list(_listeners):
             listener.run_finished(self, row)
         self._deactivate()
+        context.release(self)
         return self
 
     def _deactivate(self) -> None:
@@ -373,14 +380,16 @@ def log_exception(
         return
     with contextlib.suppress(Exception):
         exc.__supabase_log_handler_logged__ = True  # type: ignore[attr-defined]
+    pathname, lineno, func = _raised_at(exc)
     record = logging.LogRecord(
         name="supabase_log_handler.run",
         level=logging.ERROR,
-        pathname=__file__,
-        lineno=0,
+        pathname=pathname,
+        lineno=lineno,
         msg=message,
         args=None,
         exc_info=(type(exc), exc, exc.__traceback__),
+        func=func,
     )
     if run is not None:
         record.run_id = run.id
@@ -389,6 +398,33 @@ def log_exception(
         record.meta = meta
     for listener in list(_listeners):
         listener.handle_direct(record)
+
+
+def log_message_error(message: str) -> None:
+    """Write one ERROR row (step ERROR) with ``message``, e.g. what the job passed to ``sys.exit``."""
+    record = logging.LogRecord(
+        name="supabase_log_handler.run",
+        level=logging.ERROR,
+        pathname="",
+        lineno=0,
+        msg="%s",
+        args=(message,),
+        exc_info=None,
+    )
+    record.step = ERROR
+    for listener in list(_listeners):
+        listener.handle_direct(record)
+
+
+def _raised_at(exc: BaseException) -> tuple[str, int, str | None]:
+    """File, line and function where ``exc`` was raised (the innermost frame)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "", 0, None
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    return code.co_filename, tb.tb_lineno, code.co_name
 
 
 def start_run(

@@ -1,73 +1,37 @@
 """The sender thread: the only user of the sink.
 
-It takes batches from the worker and delivers them in order: the runs they need
-(created if absent), then the log rows (one idempotent upsert), then final run
-states. Transient failures are retried (``retry.py``); what still fails is
-spooled and the breaker opens. Rows the database refuses are isolated by
-splitting the batch in halves, retried once sanitised, and only then kept in the
-spool as dead letters, so one bad row never costs the others. When idle and the
-backend is healthy, it replays the spool, oldest first.
+It takes the batch the worker left in the ledger's slot, delivers it
+(``delivery.py``) and settles it: delivered rows, dead letters (kept in the
+spool's ``.dead`` file with the server's error) and the rest, which goes to the
+spool when delivery failed. When the slot is empty it replays the spool at the
+sink's speed, this process's segments first, then any segment another process
+left behind. A failure opens the breaker: batches then go straight to the spool,
+and the backend is probed every ``probe_interval_s`` (doubling up to a ceiling).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue as queue_mod
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import context
+from .delivery import Deliverer, Outcome
 from .diagnostics import Diagnostics
-from .errors import DataError, DeliveryError, SetupError, TransientError
-from .queue import RecordQueue
-from .retry import Breaker, call_with_retry, preload
-from .rows import sanitise_row
-from .sinks import Sink
-from .spool import Entry, Spool, SpoolFullError
-from .stats import Stats
+from .errors import DeliveryError, SetupError
+from .ledger import SENDER, Holding, Ledger
+from .rows import E_MERGE, E_PAYLOAD, E_SEQ, E_TABLE, Entry, encode
+from .spool import Spool, SpoolError
 
-
-class Batch:
-    """What one request round carries, and the queue chunks it came from.
-
-    ``entries`` are ready rows (run states, and log rows already written ahead to
-    the spool); ``raw`` are log snapshots (plain tuples) whose rows are built only
-    just before sending, so that large batches hold nothing the garbage
-    collector has to walk.
-    """
-
-    __slots__ = ("entries", "nbytes", "raw", "started", "tokens")
-
-    def __init__(self) -> None:
-        self.entries: list[Entry] = []
-        self.raw: list[tuple[Any, ...]] = []
-        self.tokens: list[int] = []
-        self.nbytes = 0
-        self.started = time.monotonic()
-
-    @property
-    def rows(self) -> int:
-        return len(self.entries) + len(self.raw)
-
-
-WORKER_THREAD_PREFIX = "supabase-log-"
-CLIENT_LOGGERS = ("httpx", "httpcore", "hpack", "h2", "h11", "postgrest", "supabase", "tenacity")
-
-
-def _not_from_our_threads(record: logging.LogRecord) -> bool:
-    return not (record.threadName or "").startswith(WORKER_THREAD_PREFIX)
-
-
-def quiet_client_loggers() -> None:
-    """Keep the client's own records made on our threads ("HTTP Request: POST ...") out of
-    the application's handlers too; records the application's own threads make are untouched."""
-    for name in CLIENT_LOGGERS:
-        logger = logging.getLogger(name)
-        if _not_from_our_threads not in logger.filters:
-            logger.addFilter(_not_from_our_threads)
+THREAD_PREFIX = "supabase-log-"
+CLIENT_LOGGERS = ("httpx", "httpcore", "hpack", "h2", "h11")
+NO_SPOOL = "no_spool"  # undeliverable and the spool is disabled
+SPOOL_FAILED = "spool_failed"  # undeliverable and the spool could not take it (see last_error)
 
 
 class Sender:
@@ -76,351 +40,266 @@ class Sender:
     def __init__(
         self,
         *,
-        sink_factory: Callable[[], Sink],
-        build_logs: Callable[[list[tuple[Any, ...]]], list[Entry]],
+        ledger: Ledger,
+        deliverer: Deliverer,
         spool: Spool | None,
-        record_queue: RecordQueue,
-        breaker: Breaker,
-        stats: Stats,
         diagnostics: Diagnostics,
-        runs_table: str,
-        retry_deadline_s: float,
-        retry_max_wait_s: float,
+        run_row: Callable[[str], bytes | None],
+        wake_worker: Callable[[], None],
+        counters: Counter[str],
         replay_rows: int,
-        lease_s: float,
+        replay_bytes: int,
     ) -> None:
-        self._sink_factory = sink_factory
-        self.build_logs = build_logs
-        self._sink: Sink | None = None
+        self.ledger = ledger
+        self.deliverer = deliverer
+        self.breaker = deliverer.breaker
         self.spool = spool
-        self.queue = record_queue
-        self.breaker = breaker
-        self.stats = stats
         self.diag = diagnostics
-        self.runs_table = runs_table
-        self.retry_deadline_s = retry_deadline_s
-        self.retry_max_wait_s = retry_max_wait_s
+        self.run_row = run_row
+        self.wake_worker = wake_worker
+        self.counters = counters
         self.replay_rows = replay_rows
-        self.lease_s = lease_s
-        self.handoff: queue_mod.Queue[Batch | None] = queue_mod.Queue(maxsize=1)
-        self.stop = threading.Event()
-        self.abort = threading.Event()  # cut retries short: shutdown deadline is near
-        self.inflight: Batch | None = None
+        self.replay_bytes = replay_bytes
+        self.wake: queue_mod.SimpleQueue[None] = queue_mod.SimpleQueue()
         self.ready = threading.Event()  # the sink's client is loaded
-        self.spool_dirty = spool is not None  # there may be something to replay
-        self._ensured: set[str] = set()
-        self._last_spool_check = 0.0
-        self._next_replay = 0.0
+        self.stopping = False
         self.replay_requested = False  # flush(): try the spool now, whatever the breaker says
+        self.replay_foreign = False  # ... including segments other processes left behind
         self.replay_round = threading.Condition()
         self.replay_rounds = 0
+        self.last_round_sent = 0
+        self._next_foreign_scan = 0.0
 
     # -- thread ------------------------------------------------------------------------
     def run(self) -> None:
-        self._prepare()
+        self.prepare()
         while True:
-            try:
-                batch = self.handoff.get(timeout=self._idle_wait_s())
-            except queue_mod.Empty:
-                if self.stop.is_set():
-                    return
-                self._idle()
+            holding = self.ledger.take_slot()
+            if holding is not None:
+                self.deliver(holding, SENDER)
+                self.wake_worker()
                 continue
-            if batch is None:  # request_stop
+            if self.stopping:
                 return
-            self.deliver(batch)
+            if self._idle():
+                continue
+            self._sleep(self._idle_wait_s())
 
-    def _prepare(self) -> None:
-        """Load the client now, before the first batch, so the import (which takes
-        ``logging``'s module lock) is over before the job can be reconfiguring logging."""
+    def prepare(self) -> None:
+        """Load the HTTP client now, before the first batch, and keep its records quiet."""
         try:
-            preload()
-            self.sink.prepare()
+            self.deliverer.sink.prepare()
             quiet_client_loggers()
         except Exception as exc:
-            self.diag.report("client", f"cannot create the Supabase client: {exc!r}")
+            self.diag.report("client", f"cannot create the HTTP client: {exc!r}")
         finally:
             self.ready.set()
 
+    def nudge(self) -> None:
+        self.wake.put(None)
+
+    def _sleep(self, timeout_s: float) -> None:
+        with contextlib.suppress(queue_mod.Empty):
+            self.wake.get(timeout=max(timeout_s, 0.0))
+
     def request_stop(self) -> None:
-        """Ask the thread to end after the batch it holds."""
-        self.stop.set()
-        with contextlib.suppress(queue_mod.Full):
-            self.handoff.put_nowait(None)
+        self.stopping = True
+        self.nudge()
 
-    def _idle_wait_s(self) -> float:
-        if self.replay_requested:
-            return 0.0
-        if self.spool_dirty and not self.breaker.is_open:
-            return min(max(self._next_replay - time.monotonic(), 0.01), 0.25)
-        if self.breaker.is_open:
-            return max(min(self.breaker.seconds_to_probe(), 1.0), 0.05)
-        return 0.25 if self.spool_dirty else 1.0
-
-    def _idle(self) -> None:
-        if self.spool is None or self.abort.is_set():
-            return
-        now = time.monotonic()
-        if not self.spool_dirty and now - self._last_spool_check > 30.0:
-            self._last_spool_check = now
-            self.spool_dirty = True  # other processes may have left rows for us
-        forced, self.replay_requested = self.replay_requested, False
-        waiting = self.breaker.is_open and not self.breaker.probe_due()
-        if waiting and not (forced and self.breaker.early_probe_allowed()):
-            with self.replay_round:  # flush() is told at once: the spool keeps the rows
-                self.replay_rounds += 1
-                self.replay_round.notify_all()
-            return
-        if not forced and now < self._next_replay:
-            return
-        if self.spool_dirty:
-            t0 = time.monotonic()
-            self.replay_once()
-            # Background replay uses at most half of one core, so a backlog never slows the job.
-            self._next_replay = time.monotonic() + (time.monotonic() - t0)
-        with self.replay_round:
-            self.replay_rounds += 1
-            self.replay_round.notify_all()
-
-    def request_replay(self) -> int:
-        """Ask the thread to replay the spool now; returns the round to wait past."""
+    def request_replay(self, *, foreign: bool = False) -> int:
+        """Ask for one replay attempt now; returns the round to wait past."""
         with self.replay_round:
             self.replay_requested = True
-            return self.replay_rounds
+            self.replay_foreign = self.replay_foreign or foreign
+            rounds = self.replay_rounds
+        self.nudge()
+        return rounds
 
-    # -- delivery ----------------------------------------------------------------------
-    @property
-    def sink(self) -> Sink:
-        if self._sink is None:
-            self._sink = self._sink_factory()
-        return self._sink
+    def _idle_wait_s(self) -> float:
+        if self.breaker.is_open:
+            return max(min(self.breaker.seconds_to_probe(), 1.0), 0.05)
+        return 1.0
 
-    def _call(self, fn: Callable[[], Any]) -> Any:
-        self.stats.add("requests")
-        if self.breaker.is_open or self.abort.is_set():
-            return fn()  # one attempt: this is a probe, or time is up
-        return call_with_retry(
-            fn,
-            deadline_s=self.retry_deadline_s,
-            max_wait_s=self.retry_max_wait_s,
-            abort=self.abort,
-            on_retry=lambda exc: self.stats.add("retries"),
-        )
+    def _idle(self) -> bool:
+        """Replay a chunk if there is one and the backend may take it; True if it sent one."""
+        with self.replay_round:
+            forced, self.replay_requested = self.replay_requested, False
+            wanted_foreign, self.replay_foreign = self.replay_foreign, False
+        sent = 0
+        if self.spool is not None and not self.deliverer.abort.is_set():
+            waiting = self.breaker.is_open and not self.breaker.probe_due()
+            if not waiting or (forced and self.breaker.early_probe_allowed()):
+                now = time.monotonic()
+                foreign = wanted_foreign or now >= self._next_foreign_scan
+                sent = self.replay_once(foreign=foreign)
+                if foreign and not sent:
+                    self._next_foreign_scan = now + 30.0  # others may leave rows for us later
+        with self.replay_round:
+            self.last_round_sent = sent
+            self.replay_rounds += 1
+            self.replay_round.notify_all()
+        return sent > 0
 
-    def deliver(self, batch: Batch) -> None:
-        """Deliver one batch from the worker; whatever fails is spooled. Never raises."""
-        self.inflight = batch
+    # -- live batches --------------------------------------------------------------------
+    def deliver(self, holding: Holding, stage: str, deadline: float | None = None) -> None:
+        """Deliver a batch held by ``stage`` and settle it. Never raises."""
+        entries = holding.entries
         try:
             if self.breaker.is_open and not self.breaker.probe_due() and self.spool is not None:
-                self.park_batch(batch, self.breaker.reason or "backend unavailable")
+                self.settle_undelivered(holding, stage, [], [], entries, self.breaker.reason)
                 return
-            self.materialize(batch)
-            leftovers, error = self.send(batch.entries)
-            left = {id(e) for e in leftovers}
-            self._ack([e for e in batch.entries if e.seq and id(e) not in left])
-            if error is not None:
-                self._park(leftovers, str(error))
-                self._trip(error)
-            else:
-                self.stats.add("batches")
-                self.breaker.reset()
+            outcome = self.deliverer.deliver(self._with_summaries(entries), deadline)
+            self._after(outcome)
+            self.settle_undelivered(
+                holding, stage, outcome.delivered, outcome.dead, outcome.left,
+                str(outcome.error) if outcome.error else None,
+            )  # fmt: skip
         except Exception as exc:  # a bug must not kill the thread or lose the batch
-            self.diag.report("sender-bug", f"unexpected error in sender: {exc!r}")
-            self._park(batch.entries, repr(exc))
-        finally:
-            self.inflight = None
-            self.queue.done(*batch.tokens)
+            self.diag.report("sender-bug", f"unexpected error in the sender: {exc!r}")
+            self.settle_undelivered(holding, stage, [], [], entries, repr(exc))
 
-    def materialize(self, batch: Batch) -> list[Entry]:
-        """Build the rows of a batch's raw snapshots (ids are made here, once)."""
-        if batch.raw:
-            raw, batch.raw = batch.raw, []
-            batch.entries = batch.entries + self.build_logs(raw)
-        return batch.entries
+    def settle_undelivered(
+        self,
+        holding: Holding,
+        stage: str,
+        delivered: Sequence[Entry],
+        dead: Sequence[tuple[Entry, DeliveryError]],
+        left: list[Entry],
+        reason: str | None,
+    ) -> None:
+        """Keep dead letters and spool what is left, then settle the holding."""
+        if self.ledger.holdings.get(holding.id) is not holding or holding.stage != stage:
+            return  # seized by a closer: it spools them
+        for entry, error in dead:
+            self._bury(entry, error)
+        spooled, dropped, why = self.spool_entries(left)
+        if dropped:
+            self.diag.report("lost", f"{len(dropped)} rows could not be kept: {reason}; {why}")
+        self.ledger.settle(
+            holding, stage, delivered=delivered, dead=[e for e, _ in dead], spooled=spooled,
+            dropped=dropped, reason=NO_SPOOL if self.spool is None else SPOOL_FAILED,
+        )  # fmt: skip
 
-    def send(self, entries: list[Entry]) -> tuple[list[Entry], DeliveryError | None]:
-        """Deliver entries in order; returns what was not delivered and why."""
-        done: set[int] = set()
+    def spool_entries(self, entries: list[Entry]) -> tuple[list[Entry], list[Entry], str]:
+        """(spooled, could not be kept, why)."""
+        if not entries:
+            return [], [], ""
+        if self.spool is None:
+            return [], entries, "the spool is disabled"
         try:
-            for e in entries:
-                if e.kind == "run_open":
-                    self._upsert_run(e, final=False)
-                    self._ensured.add(str(e.row["id"]))
-                    done.add(id(e))
-            logs = [e for e in entries if e.kind == "log"]
-            for run_id in {str(e.row.get("run_id")) for e in logs} - self._ensured:
-                self._ensure_run(run_id)
-            by_table: dict[str, list[Entry]] = {}
-            for e in logs:
-                by_table.setdefault(e.target, []).append(e)
-            for part in by_table.values():
-                self._insert_isolating(part)
-                done.update(id(e) for e in part)
-            for e in entries:
-                if e.kind == "run_final":
-                    self._upsert_run(e if e.seq else self._with_summary(e), final=True)
-                    done.add(id(e))
-            return [], None
-        except (TransientError, SetupError) as exc:
-            return [e for e in entries if id(e) not in done], exc
+            self.spool.append(entries, self.run_row)
+            return entries, [], ""
+        except SpoolError as exc:
+            self.diag.report("spool", f"{exc}; to fix: {exc.fix}")
+            return [], entries, str(exc)
+        except OSError as exc:
+            self.diag.report("spool", f"cannot write the spool: {exc!r}")
+            return [], entries, repr(exc)
 
-    def _with_summary(self, entry: Entry) -> Entry:
-        """The final run row with the handler's delivery counters in ``metadata``.
-
-        Taken here, after every row queued before the run finished has been sent,
-        spooled or dead-lettered, so the counts are settled.
-        """
-        st = self.stats.as_dict()
-        summary = {
-            k: st[k] for k in ("enqueued", "sent", "spooled", "dead_lettered", "retries", "lost")
-        }
-        summary["dropped"] = sum(self.queue.dropped.values())
-        metadata = dict(entry.row.get("metadata") or {})
-        metadata["log_delivery"] = summary
-        return entry._replace(row={**entry.row, "metadata": metadata})
-
-    def _ensure_run(self, run_id: str) -> None:
-        run = context.lookup(run_id)
-        row = run.open_row() if run is not None else None
-        if row is None and self.spool is not None:
-            row = self.spool.find_run(run_id)
-        if row is not None:
-            self._upsert_run(Entry("run_open", self.runs_table, row), final=False)
-        self._ensured.add(run_id)
-
-    def _upsert_run(self, entry: Entry, *, final: bool) -> None:
-        try:
-            self._call(lambda: self.sink.upsert_run(entry.target, entry.row, final=final))
-        except DataError as exc:
-            fixed = sanitise_row(entry.row)
-            try:
-                self._call(lambda: self.sink.upsert_run(entry.target, fixed, final=final))
-                self.stats.add("sanitised")
-            except DataError as exc2:
-                self._bury(entry, exc2 if exc2.code else exc)
-
-    def _insert_isolating(self, entries: list[Entry]) -> None:
-        table = entries[0].target
-        try:
-            self._call(lambda: self.sink.insert_rows(table, [e.row for e in entries]))
-            self.stats.add("sent", len(entries))
-        except DataError as exc:
-            if len(entries) == 1:
-                self._repair(entries[0], exc)
-                return
-            mid = len(entries) // 2
-            self._insert_isolating(entries[:mid])
-            self._insert_isolating(entries[mid:])
-
-    def _repair(self, entry: Entry, exc: DataError) -> None:
-        fixed = sanitise_row(entry.row)
-        try:
-            self._call(lambda: self.sink.insert_rows(entry.target, [fixed]))
-            self.stats.add("sanitised")
-            self.stats.add("sent")
-        except DataError as exc2:
-            self._bury(entry, exc2)
-
-    def _bury(self, entry: Entry, exc: DataError) -> None:
-        """Keep a refused entry as a dead letter with the server's error."""
-        self.stats.add("dead_lettered")
+    def _bury(self, entry: Entry, error: DeliveryError) -> None:
         self.diag.report(
             "dead-letter",
-            f"the database refused a {entry.kind} row ({exc}); kept in the spool as a dead letter",
+            f"the database refused a row of {entry[E_TABLE]} ({error}); kept as a dead letter",
         )
-        if self.spool is None:
-            self.stats.add("lost")
-            return
-        try:
-            seq = entry.seq or (self.spool.add([entry], want_seqs=True) or [0])[0]
-            if seq:
-                self.spool.dead_letter(seq, exc.code, str(exc))
-        except Exception as spool_exc:
-            self.stats.add("lost")
-            self.diag.report("spool", f"cannot keep a dead letter: {spool_exc!r}")
+        if self.spool is not None:
+            try:
+                self.spool.dead_letter(entry[E_TABLE], entry[E_PAYLOAD], error.code, str(error))
+            except (OSError, ValueError) as exc:
+                self.diag.report("spool", f"cannot keep a dead letter: {exc!r}")
 
-    # -- failure paths -----------------------------------------------------------------
-    def _trip(self, error: DeliveryError) -> None:
+    def _after(self, outcome: Outcome) -> None:
+        error = outcome.error
+        if error is None:
+            if outcome.delivered:
+                self.breaker.reset()
+                self.counters["batches"] += 1
+            return
         if isinstance(error, SetupError):
             self.diag.report("setup", f"Supabase refused the rows: {error}. To fix: {error.fix}")
             self.breaker.trip(str(error), at_least_s=30.0, needs_person=True)
         else:
-            where = (
-                "keeping rows in the spool"
-                if self.spool is not None
-                else "the spool is disabled, so rows that cannot wait in memory are dropped"
-            )
+            where = "keeping rows in the spool" if self.spool is not None else (
+                "the spool is disabled, so rows that cannot wait in memory are dropped")  # fmt: skip
             self.diag.report("outage", f"cannot deliver to Supabase ({error}); {where}")
             self.breaker.trip(str(error))
 
-    def _park(self, entries: list[Entry], reason: str) -> None:
-        """Put undelivered entries in the spool (or give claimed ones back)."""
-        if not entries:
-            return
-        owned = [e.seq for e in entries if e.seq]
-        fresh = [e for e in entries if not e.seq]
-        if self.spool is None:
-            self.stats.add("lost", len(fresh))
-            self.diag.report("lost", f"{len(fresh)} rows lost: {reason}; the spool is disabled")
-            return
-        try:
-            self.spool.release(owned)
-            self.spool.add(fresh)
-            self.stats.add("spooled", len(fresh))
-            self.spool_dirty = True
-        except (SpoolFullError, Exception) as exc:
-            self.stats.add("lost", len(fresh))
-            self.diag.report("lost", f"{len(fresh)} rows lost: {reason}; spool: {exc}")
+    def _with_summaries(self, entries: list[Entry]) -> list[Entry]:
+        """A run's final row carries the handler's delivery counters (``metadata.log_delivery``)."""
+        runs = self.ledger.runs_table
+        if not any(e[E_TABLE] == runs and e[E_MERGE] and e[E_SEQ] for e in entries):
+            return entries
+        totals = self.ledger.snapshot()
+        summary = {k: totals[k] for k in ("accepted", "delivered", "spooled_pending", "dropped_total",
+                                          "dead_lettered")}  # fmt: skip
+        # The rows ahead of it in this batch are stored before it, or it is not sent at all.
+        summary["delivered"] += sum(1 for e in entries if not (e[E_TABLE] == runs and e[E_MERGE]))
+        out = []
+        for e in entries:
+            if e[E_TABLE] == runs and e[E_MERGE] and e[E_SEQ]:
+                row = json.loads(e[E_PAYLOAD])
+                if isinstance(row.get("metadata"), dict) or "status" in row:
+                    row["metadata"] = {**(row.get("metadata") or {}), "log_delivery": summary}
+                    e = (*e[:E_PAYLOAD], encode(row))
+            out.append(e)
+        return out
 
-    def park_batch(self, batch: Batch, reason: str, chunk_rows: int = 64) -> None:
-        """Spool a whole batch, building its rows a few at a time.
-
-        Small chunks die young: the garbage collector never promotes them, so a
-        long outage does not make collections (which stop every thread) longer.
-        """
-        self._park(batch.entries, reason)
-        batch.entries = []
-        raw, batch.raw = batch.raw, []
-        for i in range(0, len(raw), chunk_rows):
-            self._park(self.build_logs(raw[i : i + chunk_rows]), reason)
-
-    def _ack(self, entries: list[Entry]) -> None:
-        if self.spool is not None and entries:
-            try:
-                self.spool.ack([e.seq for e in entries])
-            except Exception as exc:
-                self.diag.report("spool", f"cannot update the spool: {exc!r}")
-
-    # -- replay ------------------------------------------------------------------------
-    def replay_once(self) -> int:
-        """Send one chunk of the spool; returns how many entries were delivered."""
+    # -- replay --------------------------------------------------------------------------
+    def replay_once(self, *, foreign: bool = True, deadline: float | None = None) -> int:
+        """Send one chunk of the spool; returns how many entries were delivered or buried."""
         if self.spool is None:
             return 0
         try:
-            entries = self.spool.claim(self.replay_rows, self.lease_s)
-        except Exception as exc:
+            seg = self.spool.claim(foreign=foreign)
+            if seg is None:
+                return 0
+            entries, end = self.spool.read(seg, self.replay_rows, self.replay_bytes)
+        except OSError as exc:
             self.diag.report("spool", f"cannot read the spool: {exc!r}")
             return 0
-        if not entries:
-            self.spool_dirty = False
+        outcome = self.deliverer.deliver(entries, deadline)
+        self._after(outcome)
+        try:
+            if outcome.error is not None:  # the whole chunk is tried again later (ids: no doubles)
+                self.spool.release(seg)
+                return 0
+            for entry, error in outcome.dead:
+                self._bury(entry, error)
+            self.spool.commit(seg, end)
+        except OSError as exc:
+            self.diag.report("spool", f"cannot update the spool: {exc!r}")
             return 0
-        leftovers, error = self.send(entries)
-        left = {id(e) for e in leftovers}
-        delivered = [e for e in entries if id(e) not in left]
-        self._ack(delivered)
-        if leftovers:
-            self.spool.release([e.seq for e in leftovers])
-        self.stats.add("replayed", len(delivered))
-        if error is not None:
-            self._trip(error)
+        delivered = Counter(e[E_TABLE] for e in outcome.delivered)
+        dead = Counter(e[E_TABLE] for e, _ in outcome.dead)
+        if seg.own:
+            self.ledger.replayed(delivered, dead, 0)
         else:
-            self.breaker.reset()
-        return len(delivered)
+            self.ledger.replayed(Counter(), Counter(), sum(delivered.values()))
+        return len(entries)
 
-    def with_seqs(self, entries: list[Entry], seqs: list[int]) -> list[Entry]:
-        return [e._replace(seq=s) for e, s in zip(entries, seqs, strict=False)]
 
-    def close(self) -> None:
-        sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.close()
+def _not_from_us(record: logging.LogRecord) -> bool:
+    from .sinks.rest import own_request
+
+    return not (str(record.threadName).startswith(THREAD_PREFIX) or own_request.get())
+
+
+def quiet_client_loggers() -> None:
+    """The HTTP client's records about our own requests reach no handler (not even the
+    application's console); its records about the application's requests are untouched.
+
+    A logger's filters apply to the records it makes itself, so every logger of the
+    client's packages gets one (httpcore makes its records in ``httpcore.http11`` ...).
+    """
+    names = [n for n in list(logging.Logger.manager.loggerDict)
+             if n in CLIENT_LOGGERS or n.startswith(_CLIENT_PREFIXES)]  # fmt: skip
+    for name in {*CLIENT_LOGGERS, *names}:
+        logger = logging.getLogger(name)
+        if _not_from_us not in logger.filters:
+            logger.addFilter(_not_from_us)
+
+
+_CLIENT_PREFIXES = tuple(n + "." for n in CLIENT_LOGGERS)
+
+
+def describe(value: Any) -> str:
+    return f"{type(value).__name__}: {value}"

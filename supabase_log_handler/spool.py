@@ -1,329 +1,415 @@
-"""The durable spool: a SQLite file (WAL) of everything not yet delivered.
+"""The durable spool: a directory of append-only segment files.
 
-What the sender cannot deliver (backend down, retries exhausted, exit deadline)
-is written here with its row ids, and replayed oldest first when the backend
-answers again, by this process or by any later one using the same file. Rows the
-database refused for good stay here as dead letters, with the server's error.
+What cannot be delivered now (backend down, a burst bigger than memory, the exit
+deadline) is appended to this process's own segment as the encoded rows it
+already is, and replayed later, oldest first, by this process or any other one
+using the directory. Writers never share a file, so many processes ending at
+once never wait on each other and never meet "database is locked".
 
-Several processes may share one file. A process claims entries by writing its
-owner token and a lease; others skip them until the lease ends or the owner's
-pid is gone, so nothing is sent twice at once (and if it were, ids make the
-upsert a no-op). With ``durability="disk"`` the worker writes every batch here
-before sending and deletes it after, so a killed process loses nothing the
-worker had taken.
+A segment is owned through ``flock``: its writer holds an exclusive lock for as
+long as it lives, and the kernel releases it when the process ends, however it
+ends. A replayer takes any segment whose lock it can get, sends its records in
+chunks and writes its progress (an offset in the header) after each one, in
+place, so a segment can always be drained without growing the disk; a finished
+segment is deleted. Ids make a resent chunk harmless. Each segment carries the
+run rows its log rows need, so it can be replayed alone. Rows the database
+refuses for good go to a ``.dead`` file with the server's error.
+
+File: ``MAGIC | progress u64 | header length u32 | header JSON | frames``;
+frame: ``length u32 | crc32 u32 | merge u8 | level u16 | lengths | table | run id | id | JSON``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import json
 import os
+import struct
 import threading
 import time
-from collections.abc import Iterable, Sequence
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
-if TYPE_CHECKING:
-    import sqlite3
+from ._files import make_private_dir
+from .rows import E_ID, E_MERGE, E_PAYLOAD, E_RUN, E_TABLE, Entry
 
-KINDS = ("run_open", "log", "run_final")
-_SCHEMA = """
-create table if not exists entries (
-  seq integer primary key autoincrement,
-  kind text not null,
-  target text not null,
-  row_id text not null,
-  payload text not null,
-  state text not null default 'pending',
-  owner text,
-  owner_pid integer,
-  lease_until real not null default 0,
-  error_code text,
-  error text,
-  created real not null,
-  dest text not null default ''
-);
-create unique index if not exists entries_kind_row on entries (kind, row_id);
-create index if not exists entries_pending on entries (state, seq);
-"""
-_MIGRATE = "alter table entries add column dest text not null default ''"  # files made before dest
-_BUSY_TIMEOUT_S = 2.0
-FOREVER = 1e18
+MAGIC = b"SLHSPL01"
+_PROGRESS = struct.Struct("<Q")
+_FRAME = struct.Struct("<II")
+_BODY = struct.Struct("<BHBBB")
+DATA_LIMIT_BYTES = 64 * 1024 * 1024  # a segment this large is sealed; the next write starts another
+READ_CHUNK_BYTES = 1 << 20
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_FIX_DISK = "free space there, or point SUPABASE_LOG_SPOOL at a directory on another disk"
 
+try:
+    import fcntl
 
-class Entry(NamedTuple):
-    """One thing to deliver: a log row, or a run's open or final state (``seq``: its spool entry)."""
+    def _try_lock(fd: int) -> bool:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            return False
 
-    kind: str  # run_open | log | run_final
-    target: str  # table name
-    row: dict[str, Any]
-    seq: int = 0
+except ImportError:  # pragma: no cover - Windows: lock the first byte instead
+    import msvcrt
+
+    def _try_lock(fd: int) -> bool:
+        try:
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
+            return True
+        except OSError:
+            return False
 
 
-def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+class SpoolError(Exception):
+    """The spool cannot take rows now; ``fix`` says what would help."""
+
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.fix = fix
 
 
-# Owner tokens of the Spool objects alive in this process: with them, a lease held by
-# this very pid is told apart from a lease left by a dead process whose pid was reused.
-_local_owners: set[str] = set()
+class SpoolFullError(SpoolError):
+    """The directory reached ``max_bytes``."""
 
 
-def _owner_alive(owner: str, pid: int) -> bool:
-    if pid == os.getpid():
-        return owner in _local_owners
-    return pid_alive(pid)
+@dataclass
+class Segment:
+    path: Path
+    fd: int
+    own: bool
+    data_start: int
+    progress: int
+    end: int
+    runs_table: str
+    sealed: bool = False
+    runs: set[str] = field(default_factory=set)
 
 
-class SpoolFullError(Exception):
-    """The spool reached ``max_bytes``."""
+def destination_key(destination: str) -> str:
+    return hashlib.sha1(destination.encode("utf-8")).hexdigest()[:12]
 
 
 class Spool:
-    """Thread-safe access to one spool file; one SQLite connection per thread."""
+    """One spool directory seen from one pipeline; see the module docstring."""
 
     def __init__(
-        self, path: str | os.PathLike[str], *, max_bytes: int, destination: str | None = None
-    ) -> None:
-        """``destination`` names where the rows go (project URL and schema, or the local
-        store): entries are claimed only by spools of the same destination, so jobs of
-        several projects can share one file. None reads every destination (inspection)."""
-        self.path = Path(path)
+        self, directory: str | os.PathLike[str], *, max_bytes: int, destination: str,
+        runs_table: str = "runs",
+    ) -> None:  # fmt: skip
+        self.directory = Path(directory)
         self.max_bytes = max_bytes
         self.destination = destination
-        self.owner = f"{os.getpid()}:{os.urandom(6).hex()}"
-        self.owner_pid = os.getpid()
-        _local_owners.add(self.owner)
-        self._local = threading.local()
-        self._ready = False
-        self._ready_lock = threading.Lock()
+        self.runs_table = runs_table
+        self.prefix = destination_key(destination)
+        self._lock = threading.RLock()
+        self._reset()
 
-    # -- plumbing ----------------------------------------------------------------------
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            import sqlite3  # here, on the worker: it is not needed to start logging
+    def _reset(self) -> None:
+        self._token = f"{os.getpid()}-{os.urandom(4).hex()}"
+        self._active: Segment | None = None
+        self._own: list[Segment] = []  # sealed, oldest first
+        self._serial = 0
+        self._other_bytes = 0
+        self._other_checked = 0.0
+        self._dead_fd: int | None = None
+        self._foreign: Segment | None = None  # a segment of another process we are replaying
+        self.dirty = False  # this process may have something to replay
 
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-            conn.execute("pragma journal_mode=wal")
-            conn.execute("pragma synchronous=normal")
-            with self._ready_lock:
-                if not self._ready:
-                    conn.executescript(_SCHEMA)
-                    columns = {row[1] for row in conn.execute("pragma table_info(entries)")}
-                    if "dest" not in columns:
-                        conn.execute(_MIGRATE)
-                    self._ready = True
-            self._local.conn = conn
-        return conn
-
-    def size_bytes(self) -> int:
-        conn = self._conn()
-        pages = conn.execute("pragma page_count").fetchone()[0]
-        page_size = conn.execute("pragma page_size").fetchone()[0]
-        free = conn.execute("pragma freelist_count").fetchone()[0]
-        return int((pages - free) * page_size)
-
-    # -- writing -----------------------------------------------------------------------
-    def add(
-        self, entries: Sequence[Entry], *, leased: bool = False, want_seqs: bool = False
-    ) -> list[int]:
-        """Store entries (ignoring ones already stored).
-
-        ``leased`` keeps them owned by this process (write-ahead of a send in
-        flight) and returns their sequence numbers, as does ``want_seqs``.
-        Raises SpoolFullError when the file is at its size cap.
-        """
+    # -- writing -------------------------------------------------------------------------
+    def append(self, entries: Sequence[Entry], run_row: Callable[[str], bytes | None]) -> None:
+        """Store entries (with the run rows they need) or raise SpoolError; all or nothing."""
         if not entries:
-            return []
-        if self.size_bytes() >= self.max_bytes:
-            raise SpoolFullError(f"spool {self.path} is full ({self.max_bytes} bytes)")
-        now = time.time()
-        owner, pid, lease = (self.owner, self.owner_pid, FOREVER) if leased else (None, None, 0.0)
-        conn = self._conn()
-        seqs: list[int] = []
-        dest = self.destination or ""
-        if not (leased or want_seqs):
-            self._add_many(conn, entries, now, dest)
-            return seqs
-        conn.execute("begin immediate")
-        try:
+            return
+        with self._lock:
+            seg = self._writable()
+            parts: list[bytes] = []
+            runs = set(seg.runs)
             for e in entries:
-                row_id = str(e.row.get("id"))
-                payload = json.dumps(e.row, ensure_ascii=False, allow_nan=False)
-                verb = "insert or replace" if e.kind == "run_final" else "insert or ignore"
-                cur = conn.execute(
-                    f"{verb} into entries (kind, target, row_id, payload, owner, owner_pid,"
-                    " lease_until, created, dest) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (e.kind, e.target, row_id, payload, owner, pid, lease, now, dest),
-                )
-                if cur.rowcount:
-                    seqs.append(int(cur.lastrowid or 0))
-                else:  # already there: report its seq so the caller can ack it
-                    found = conn.execute(
-                        "select seq from entries where kind = ? and row_id = ?", (e.kind, row_id)
-                    ).fetchone()
-                    if found:
-                        seqs.append(int(found[0]))
-            conn.execute("commit")
-        except BaseException:
-            conn.execute("rollback")
-            raise
-        return seqs
+                run_id = e[E_RUN]
+                if e[E_TABLE] == self.runs_table:
+                    runs.add(e[E_ID])
+                elif run_id and run_id not in runs:
+                    row = run_row(run_id)
+                    if row is not None:
+                        parts.append(_frame(self.runs_table, False, 1000, None, run_id, row))
+                    runs.add(run_id)
+                parts.append(_frame(e[E_TABLE], e[E_MERGE], e[5], run_id, e[E_ID], e[E_PAYLOAD]))
+            data = b"".join(parts)
+            self._check_room(len(data))
+            self._write(seg, data)
+            seg.runs = runs
+            self.dirty = True
+            if seg.end - seg.data_start >= DATA_LIMIT_BYTES:
+                seg.sealed = True
+                self._own.append(seg)
+                self._active = None
 
-    @staticmethod
-    def _add_many(
-        conn: sqlite3.Connection, entries: Sequence[Entry], now: float, dest: str
-    ) -> None:
-        dumps = json.dumps
-        params = [
-            (
-                e.kind,
-                e.target,
-                str(e.row.get("id")),
-                dumps(e.row, ensure_ascii=False, allow_nan=False),
-                now,
-                dest,
-            )
-            for e in entries
-        ]
-        finals = [p for p, e in zip(params, entries, strict=False) if e.kind == "run_final"]
-        others = [p for p, e in zip(params, entries, strict=False) if e.kind != "run_final"]
-        conn.execute("begin immediate")
+    def _writable(self) -> Segment:
+        if self._active is not None:
+            return self._active
+        make_private_dir(self.directory)
+        self._serial += 1
+        name = f"{self.prefix}-{self._token}-{self._serial}.seg"
+        tmp = self.directory / (".tmp-" + name)
+        header = json.dumps(
+            {"destination": self.destination, "runs_table": self.runs_table,
+             "pid": os.getpid(), "created": time.time()}
+        ).encode()
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            sql = " into entries (kind, target, row_id, payload, created, dest) values (?, ?, ?, ?, ?, ?)"
-            if others:
-                conn.executemany("insert or ignore" + sql, others)
-            if finals:
-                conn.executemany("insert or replace" + sql, finals)
-            conn.execute("commit")
+            _try_lock(fd)
+            start = len(MAGIC) + 8 + 4 + len(header)
+            blob = MAGIC + _PROGRESS.pack(start) + struct.pack("<I", len(header)) + header
+            _write_all(fd, blob, 0, self.directory)
+            os.rename(tmp, self.directory / name)
         except BaseException:
-            conn.execute("rollback")
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
             raise
+        self._active = Segment(self.directory / name, fd, True, start, start, start, self.runs_table)
+        return self._active
 
-    def ack(self, seqs: Iterable[int]) -> None:
-        """Forget delivered entries."""
-        ids = [(s,) for s in seqs]
-        if ids:
-            self._conn().executemany("delete from entries where seq = ? and state = 'pending'", ids)
-
-    def release(self, seqs: Iterable[int]) -> None:
-        """Give claimed entries back, to be replayed later."""
-        ids = [(s,) for s in seqs]
-        if ids:
-            self._conn().executemany(
-                "update entries set owner = null, owner_pid = null, lease_until = 0 where seq = ?",
-                ids,
+    def _check_room(self, extra: int) -> None:
+        now = time.monotonic()
+        if now - self._other_checked > 5.0:
+            self._other_checked = now
+            mine = {s.path.name for s in self._segments_of_mine()}
+            total = 0
+            try:
+                with os.scandir(self.directory) as it:
+                    for d in it:
+                        if d.name not in mine and d.is_file():
+                            total += d.stat().st_size
+            except OSError:
+                pass
+            self._other_bytes = total
+        used = self._other_bytes + sum(s.end for s in self._segments_of_mine())
+        if used + extra > self.max_bytes:
+            raise SpoolFullError(
+                f"the spool {self.directory} is full ({used} of {self.max_bytes} bytes)",
+                "let it drain (the backend must be reachable: `supabase-log push`), or raise "
+                "SUPABASE_LOG_MAX_SPOOL_BYTES",
             )
 
-    def dead_letter(self, seq: int, code: str | None, error: str) -> None:
-        """Keep a refused entry for inspection; it is never replayed."""
-        self._conn().execute(
-            "update entries set state = 'dead', error_code = ?, error = ?, owner = null,"
-            " lease_until = 0 where seq = ?",
-            (code, error[:2000], seq),
-        )
-
-    # -- replay ------------------------------------------------------------------------
-    def claim(self, limit: int, lease_s: float) -> list[Entry]:
-        """Lease up to ``limit`` pending entries, oldest first, that nobody alive holds."""
-        conn = self._conn()
-        now = time.time()
-        conn.execute("begin immediate")
+    def _write(self, seg: Segment, data: bytes) -> None:
         try:
-            holders = conn.execute(
-                "select distinct owner, owner_pid from entries"
-                " where state = 'pending' and owner is not null and owner != ? and lease_until > ?",
-                (self.owner, now),
-            ).fetchall()
-            gone = [owner for owner, pid in holders if not _owner_alive(owner, int(pid or 0))]
-            marks = ", ".join("?" for _ in gone)
-            stale = f" or owner in ({marks})" if gone else ""
-            mine, dest = self._dest()
-            rows = conn.execute(
-                "select seq, kind, target, payload from entries where state = 'pending'"
-                f" and (owner is null or (owner != ? and (lease_until <= ?{stale}))){mine}"
-                " order by seq limit ?",
-                (self.owner, now, *gone, *dest, limit),
-            ).fetchall()
-            conn.executemany(
-                "update entries set owner = ?, owner_pid = ?, lease_until = ? where seq = ?",
-                [(self.owner, self.owner_pid, now + lease_s, r[0]) for r in rows],
-            )
-            conn.execute("commit")
-        except BaseException:
-            conn.execute("rollback")
+            _write_all(seg.fd, data, seg.end, self.directory)
+        except SpoolError:
+            os.ftruncate(seg.fd, seg.end)  # shrinking never needs space: no torn frame stays
             raise
-        return [
-            Entry(kind, target, json.loads(payload), seq) for seq, kind, target, payload in rows
-        ]
+        seg.end += len(data)
 
-    def _dest(self) -> tuple[str, tuple[str, ...]]:
-        """SQL condition and parameters that keep a query to this spool's destination."""
-        if self.destination is None:
-            return "", ()
-        return " and dest = ?", (self.destination,)
+    def dead_letter(self, table: str, payload: bytes, code: str | None, error: str) -> None:
+        """Keep a refused row with the server's error; it is never replayed."""
+        record = json.dumps(
+            {"table": table, "code": code, "error": error[:2000], "at": time.time(),
+             "row": json.loads(payload)}, ensure_ascii=False
+        ).encode()
+        with self._lock:
+            if self._dead_fd is None:
+                make_private_dir(self.directory)
+                path = self.directory / f"{self.prefix}-{self._token}.dead"
+                self._dead_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            os.write(self._dead_fd, record + b"\n")
 
-    def find_run(self, run_id: str) -> dict[str, Any] | None:
-        """The newest spooled state of a run (final before open), if any."""
-        mine, dest = self._dest()
-        found = (
-            self._conn()
-            .execute(
-                "select payload from entries where row_id = ? and kind in ('run_final', 'run_open')"
-                f"{mine} order by kind = 'run_final' desc, seq desc limit 1",
-                (run_id, *dest),
+    # -- replay --------------------------------------------------------------------------
+    def claim(self, *, foreign: bool = True) -> Segment | None:
+        """A segment to replay: this process's own first, then one nobody holds."""
+        with self._lock:
+            for seg in self._segments_of_mine():
+                if seg.progress < seg.end:
+                    return seg
+            self.dirty = False
+        if self._foreign is not None:
+            return self._foreign
+        if not foreign:
+            return None
+        self._foreign = self._claim_foreign()
+        return self._foreign
+
+    def _claim_foreign(self) -> Segment | None:
+        try:
+            names = sorted(
+                n for n in os.listdir(self.directory) if n.startswith(self.prefix) and n.endswith(".seg")
             )
-            .fetchone()
-        )
-        return json.loads(found[0]) if found else None
+        except OSError:
+            return None
+        mine = {s.path.name for s in self._segments_of_mine()}
+        for name in names:
+            if name in mine:
+                continue
+            path = self.directory / name
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            if not _try_lock(fd):
+                os.close(fd)
+                continue
+            seg = _open_segment(path, fd, self.runs_table)
+            if seg is None or seg.progress >= seg.end:
+                _finish(path, fd)
+                continue
+            return seg
+        return None
 
-    def pending(self) -> int:
-        """Entries waiting to be delivered (by anyone) to this spool's destination."""
-        mine, dest = self._dest()
-        return int(
-            self._conn()
-            .execute(f"select count(*) from entries where state = 'pending'{mine}", dest)
-            .fetchone()[0]
-        )
+    def read(self, seg: Segment, max_rows: int, max_bytes: int) -> tuple[list[Entry], int]:
+        """Entries from the segment's progress on, and the offset after them."""
+        entries: list[Entry] = []
+        offset = seg.progress
+        size = 0
+        want = READ_CHUNK_BYTES
+        while len(entries) < max_rows and size < max_bytes and offset < seg.end:
+            buf = os.pread(seg.fd, min(want, seg.end - offset), offset)
+            pos = 0
+            while len(entries) < max_rows and size < max_bytes:
+                parsed = _parse(buf, pos)
+                if parsed is None:
+                    break
+                entry, pos = parsed
+                entries.append(entry)
+                size += len(entry[E_PAYLOAD])
+            if pos:
+                offset += pos
+                continue
+            need = _FRAME.size + _FRAME.unpack_from(buf)[0] if len(buf) >= _FRAME.size else 0
+            if len(buf) < need and offset + need <= seg.end:
+                want = need  # one frame larger than a read: read it whole
+                continue
+            offset = seg.end  # a torn or damaged frame ends what can be read (a writer died mid-write)
+            break
+        return entries, offset
 
-    def dead(self) -> list[dict[str, Any]]:
-        """Dead letters, oldest first."""
-        rows = (
-            self._conn()
-            .execute(
-                "select seq, kind, target, payload, error_code, error, created from entries"
-                " where state = 'dead' order by seq"
-            )
-            .fetchall()
-        )
-        return [
-            {
-                "seq": s,
-                "kind": k,
-                "target": t,
-                "row": json.loads(p),
-                "error_code": c,
-                "error": e,
-                "created": cr,
-            }
-            for s, k, t, p, c, e, cr in rows
-        ]
+    def commit(self, seg: Segment, offset: int) -> None:
+        """Record progress; delete (or empty) a segment that is done."""
+        with self._lock:
+            seg.progress = offset
+            os.pwrite(seg.fd, _PROGRESS.pack(offset), len(MAGIC))
+            if offset < seg.end:
+                return
+            if not seg.own or seg.sealed:
+                if seg in self._own:
+                    self._own.remove(seg)
+                if seg is self._foreign:
+                    self._foreign = None
+                _finish(seg.path, seg.fd)
+            else:  # our live segment, fully sent: start it over instead of letting it grow
+                os.ftruncate(seg.fd, seg.data_start)
+                os.pwrite(seg.fd, _PROGRESS.pack(seg.data_start), len(MAGIC))
+                seg.progress = seg.end = seg.data_start
+                seg.runs = set()
+
+    def release(self, seg: Segment) -> None:
+        """Stop replaying a foreign segment for now (another process may take it)."""
+        with self._lock:
+            if not seg.own:
+                if seg is self._foreign:
+                    self._foreign = None
+                os.close(seg.fd)
+
+    def has_own_pending(self) -> bool:
+        with self._lock:
+            return any(s.progress < s.end for s in self._segments_of_mine())
+
+    def _segments_of_mine(self) -> list[Segment]:
+        return self._own + ([self._active] if self._active is not None else [])
 
     def close(self) -> None:
-        _local_owners.discard(self.owner)
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            try:
-                conn.close()
-            finally:
-                self._local.conn = None
+        """Let go of our segments (finished ones are deleted): others may replay the rest."""
+        with self._lock:
+            for seg in self._segments_of_mine():
+                if seg.progress >= seg.end:
+                    _finish(seg.path, seg.fd)
+                else:
+                    os.close(seg.fd)
+            if self._dead_fd is not None:
+                os.close(self._dead_fd)
+            if self._foreign is not None:
+                os.close(self._foreign.fd)
+            self._own, self._active, self._dead_fd, self._foreign = [], None, None, None
+
+    def reset_after_fork(self) -> None:
+        """In a forked child: close the parent's files (its locks stay its own), start afresh."""
+        self._lock = threading.RLock()
+        fds = [s.fd for s in self._segments_of_mine()] + [self._dead_fd]
+        fds.append(self._foreign.fd if self._foreign is not None else None)
+        for fd in fds:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._reset()
+
+
+# -- frames ------------------------------------------------------------------------------
+def _frame(
+    table: str, merge: bool, levelno: int, run_id: str | None, row_id: str, payload: bytes
+) -> bytes:
+    t, r, i = table.encode(), (run_id or "").encode(), row_id.encode()
+    head = _BODY.pack(1 if merge else 0, min(max(levelno, 0), 0xFFFF), len(t), len(r), len(i))
+    body = head + t + r + i + payload
+    return _FRAME.pack(len(body), zlib.crc32(body)) + body
+
+
+def _parse(buf: bytes, pos: int) -> tuple[Entry, int] | None:
+    if pos + _FRAME.size > len(buf):
+        return None
+    length, crc = _FRAME.unpack_from(buf, pos)
+    start = pos + _FRAME.size
+    end = start + length
+    if end > len(buf) or length < _BODY.size:
+        return None
+    body = buf[start:end]
+    if zlib.crc32(body) != crc:
+        return None
+    merge, level, tlen, rlen, ilen = _BODY.unpack_from(body, 0)
+    at = _BODY.size
+    table = body[at : at + tlen].decode()
+    at += tlen
+    run_id = body[at : at + rlen].decode() or None
+    at += rlen
+    row_id = body[at : at + ilen].decode()
+    return (0, table, bool(merge), row_id, run_id, level, body[at + ilen :]), end
+
+
+def _write_all(fd: int, data: bytes, offset: int, directory: Path) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+    except OSError as exc:
+        if exc.errno in _DISK_FULL:
+            raise SpoolError(f"disk full at {directory}", _FIX_DISK) from exc
+        raise SpoolError(f"cannot write the spool at {directory}: {exc}", _FIX_DISK) from exc
+
+
+def _open_segment(path: Path, fd: int, runs_table: str) -> Segment | None:
+    head = os.pread(fd, len(MAGIC) + 12, 0)
+    if len(head) < len(MAGIC) + 12 or not head.startswith(MAGIC):
+        return None
+    (progress,) = _PROGRESS.unpack_from(head, len(MAGIC))
+    (hlen,) = struct.unpack_from("<I", head, len(MAGIC) + 8)
+    try:
+        header: dict[str, Any] = json.loads(os.pread(fd, hlen, len(MAGIC) + 12))
+    except ValueError:
+        return None
+    start = len(MAGIC) + 12 + hlen
+    end = os.fstat(fd).st_size
+    table = str(header.get("runs_table") or runs_table)
+    return Segment(path, fd, False, start, max(progress, start), end, table)
+
+
+def _finish(path: Path, fd: int) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        os.close(fd)

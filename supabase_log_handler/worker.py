@@ -1,279 +1,251 @@
-"""The worker thread: from queue items to batches.
+"""The worker thread: from the intake to batches, and from memory to the spool.
 
-It wakes when a batch is full, when a record of level ERROR or a flush arrives,
-and at least every ``flush_interval_s``. It turns snapshots into rows (ids,
-JSON, redaction: the work that must not happen on the caller's thread), groups
-them into batches bounded by rows, bytes and age, and hands each to the sender.
-While the sender is busy or the breaker is open it keeps memory bounded by moving
-batches to the spool, and when rows had to be shed it writes one WARNING row
-saying how many, once the pressure is gone.
+It wakes when nudged (a batch's worth queued, an ERROR record, a flush) and at
+least every ``flush_interval_s``. It takes items into a ledger holding, builds
+their rows (``rows.py``: ids, JSON, redaction, the work that must not happen on
+the caller's thread) and offers the batch to the sender through the ledger's
+slot once it is full, old enough, or hurried. While the sender is busy it keeps
+memory bounded: when the queue is half full (or the breaker is open) a built
+batch goes to the spool instead of waiting, to be replayed at the sink's speed.
+With ``durability="disk"`` every batch is written to the spool first and the
+sender delivers from there. It also writes what callers built themselves under
+overload, and, once the pressure is gone, one WARNING row "N records dropped".
 """
 
 from __future__ import annotations
 
 import logging
-import queue as queue_mod
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
-from . import context
+from . import context, snapshot
 from .diagnostics import Diagnostics
-from .queue import Item, RecordQueue
-from .rows import RowBuilder, Snapshot, iso_timestamp
-from .sender import Batch, Sender
-from .spool import Entry, Spool, SpoolFullError
-from .stats import Stats
+from .ledger import WORKER, Holding, Ledger
+from .queue import Intake, Item
+from .rows import Entry, RowBuilder, encode
+from .sender import Sender
+from .snapshot import KIND, LOG, ROW, ROW_DATA, ROW_MERGE, ROW_TABLE, RUN, RUN_OPEN, SEQ
 
-SPILL_PRESSURE = 0.5  # spool queued rows while the sender is busy and the queue is this full
+SPILL_PRESSURE = 0.5  # spool built batches while the sender is busy and the queue is this full
+REPORT_PRESSURE = 0.25  # say "N records dropped" once the queue is this empty
+BUILD_CHUNK = 256  # items built between two looks at the ledger (and a moment for other threads)
 
 
 class Worker:
-    """Batches queue items for the sender; see the module docstring."""
+    """Batches intake items for the sender; see the module docstring."""
 
     def __init__(
         self,
         *,
-        record_queue: RecordQueue,
+        intake: Intake,
+        ledger: Ledger,
         builder: RowBuilder,
         sender: Sender,
-        spool: Spool | None,
-        stats: Stats,
         diagnostics: Diagnostics,
-        logs_table: str,
-        runs_table: str,
+        tables: Callable[[str], str],
         flush_interval_s: float,
         max_batch_rows: int,
         max_batch_bytes: int,
         write_ahead: bool,
+        redact_run: Callable[[dict[str, Any]], dict[str, Any]],
     ) -> None:
-        self.queue = record_queue
+        self.intake = intake
+        self.ledger = ledger
         self.builder = builder
         self.sender = sender
-        self.spool = spool
-        self.stats = stats
         self.diag = diagnostics
-        self.logs_table = logs_table
-        self.runs_table = runs_table
+        self.tables = tables
         self.flush_interval_s = flush_interval_s
         self.max_batch_rows = max_batch_rows
         self.max_batch_bytes = max_batch_bytes
-        self.write_ahead = write_ahead and spool is not None
-        self.wake = threading.Event()
-        self.stop = threading.Event()
-        self.hurry = False  # flush() or an ERROR record: send what there is now
-        self.inline = False  # no threads (interpreter shutdown): deliver on the calling thread
-        self.current: Batch | None = None
+        self.write_ahead = write_ahead and sender.spool is not None
+        self.redact_run = redact_run
+        self.hurry = False  # flush(), close() or an ERROR record: send what there is now
+        self.stopping = False
+        self.batch: Holding | None = None
+        self.waiting_for_slot = False
+        self.on_cycle: Callable[[], None] = lambda: None
 
     # -- thread ------------------------------------------------------------------------
     def run(self) -> None:
         while True:
-            self.pump()
-            if self.stop.is_set() and self.queue.rows == 0 and self.current is None:
+            self.on_cycle()
+            self.cycle()
+            if self.stopping and self.batch is None and not self.intake.rows:
                 return
             timeout = self.flush_interval_s
-            if self.current is not None:
-                timeout = max(
-                    self.flush_interval_s - (time.monotonic() - self.current.started), 0.0
-                )
-            self.wake.wait(timeout if not self.stop.is_set() else 0.05)
-            self.wake.clear()
+            if self.batch is not None:
+                timeout = max(self.flush_interval_s - (time.monotonic() - self.batch.started), 0.0)
+            if self.stopping or self.waiting_for_slot:
+                timeout = max(min(timeout, 0.05), 0.05 if self.waiting_for_slot else 0.0)
+            self.intake.wait(timeout)
 
-    def pump(self) -> None:
-        """Move everything currently queued into batches and hand them on. Never raises."""
-        try:
-            while True:
-                batch = self.current or Batch()
-                self.current = batch
-                room_rows = self.max_batch_rows - batch.rows
-                room_bytes = self.max_batch_bytes - batch.nbytes
-                if room_rows > 0 and room_bytes > 0:
-                    token, items = self.queue.take(room_rows, room_bytes)
-                    if items:
-                        batch.tokens.append(token)
-                        entries, raw = self._split(items)
-                        if self.write_ahead:
-                            entries = self._write_ahead(entries + self.build_logs(raw))
-                            raw = []
-                        batch.entries.extend(entries)
-                        batch.raw.extend(raw)
-                        batch.nbytes += sum(i[1] for i in items)
-                if not batch.rows:
-                    self.current = None
-                    if batch.tokens:
-                        self.queue.done(*batch.tokens)
-                    if self._report_drops():
-                        continue  # send the report in this same round
-                    self.hurry = False
-                    return
-                full = batch.rows >= self.max_batch_rows or batch.nbytes >= self.max_batch_bytes
-                aged = time.monotonic() - batch.started >= self.flush_interval_s
-                if not (full or aged or self.hurry or self.stop.is_set()):
-                    return
-                self.current = None
-                self._dispatch(batch)
-                if self.queue.rows == 0 and not self._report_drops():
-                    self.hurry = False
-                    return
-        except Exception as exc:  # never let a bug stop the worker
-            self.diag.report("worker-bug", f"unexpected error in worker: {exc!r}")
+    def cycle(self, inline: bool = False, deadline: float | None = None) -> None:
+        """Move what is queued into batches and hand them on. Never raises.
 
-    def _split(self, items: list[Item]) -> tuple[list[Entry], list[tuple[Any, ...]]]:
-        """Run states as entries; log snapshots left raw (rows are built when sent)."""
-        entries: list[Entry] = []
-        raw: list[tuple[Any, ...]] = []
-        for item in items:
-            kind = item[3]
-            if kind == "log":
-                raw.append(item[4:])
-                continue
-            data = item[4]
-            if kind == "run_open":  # data is the Run: read it now, skip it if it was cancelled
-                row = data.open_row()
-                if row is not None:
-                    if row.get("metadata"):
-                        row["metadata"] = self.builder.redactor.value(row["metadata"])
-                    entries.append(Entry(kind, self.runs_table, row))
-            else:
-                entries.append(Entry(kind, self.runs_table, data))
-        self.stats.add("enqueued", len(raw))
-        return entries, raw
-
-    def entries_of(self, items: list[Item]) -> list[Entry]:
-        """Every item as a ready entry (for the spool)."""
-        entries, raw = self._split(items)
-        return entries + self.build_logs(raw)
-
-    def build_logs(self, raw: list[tuple[Any, ...]]) -> list[Entry]:
-        """Rows for log snapshots; never raises.
-
-        Every 64 rows it lets go of the interpreter for a moment, so a big batch
-        never keeps the job's own threads waiting for more than a slice.
+        ``inline``: no threads (interpreter shutdown, or after close): deliver on
+        this thread, within ``deadline``.
         """
-        out = []
-        for i, data in enumerate(raw):
-            if i and not i % 64:
-                time.sleep(0)
-            snap = Snapshot._make(data)
-            try:
-                row = self.builder.build(snap)
-            except Exception as exc:  # the builder never raises; this is belt and braces
-                row = self._fallback_row(snap, exc)
-            out.append(Entry("log", self.logs_table, row))
-        return out
-
-    def _fallback_row(self, snap: Snapshot, exc: Exception) -> dict[str, Any]:
-        from ._ids import new_id
-
-        return {
-            "id": new_id(),
-            "run_id": snap.run_id,
-            "timestamp": iso_timestamp(snap.created),
-            "level": "ERROR",
-            "step": self.builder.default_step,
-            "message": "a log record could not be converted",
-            "meta": {"error": repr(exc)[:1000]},
-        }
-
-    # -- handing on --------------------------------------------------------------------
-    def _write_ahead(self, entries: list[Entry]) -> list[Entry]:
-        """With durability="disk": on disk (leased to this process) before any send."""
-        if not self.write_ahead or self.spool is None or not entries:
-            return entries
         try:
-            seqs = self.spool.add(entries, leased=True)
-            if len(seqs) == len(entries):
-                return self.sender.with_seqs(entries, seqs)
-        except Exception as exc:
-            self.diag.report("spool", f"cannot write ahead to the spool: {exc!r}")
-        return entries
+            self._write_assisted()
+            reported = False
+            while deadline is None or time.monotonic() < deadline:
+                batch = self.batch
+                if batch is None or batch.stage != WORKER:
+                    batch = self.batch = self.ledger.hold(WORKER)
+                room = self.max_batch_rows - batch.rows
+                if room > 0 and self._fill(batch, min(room, BUILD_CHUNK)):
+                    continue  # keep filling up to a batch
+                if not batch.rows:
+                    self._forget(batch)
+                    if not reported and self._report_drops():
+                        reported = True
+                        continue
+                    self.hurry = False
+                    return
+                if not self._due(batch):
+                    return
+                self.waiting_for_slot = not self._hand_on(batch, inline, deadline)
+                if self.waiting_for_slot:
+                    return  # the sender is busy and memory is fine: the rows wait in the intake
+                if not self.intake.rows:
+                    if reported or not self._report_drops():
+                        self.hurry = False
+                        return
+                    reported = True
+        except Exception as exc:  # never let a bug stop the worker
+            self.diag.report("worker-bug", f"unexpected error in the worker: {exc!r}")
 
-    def _dispatch(self, batch: Batch) -> None:
-        if self.inline:
-            self.sender.deliver(batch)
-            return
+    def _fill(self, batch: Holding, n: int) -> bool:
+        """Take up to ``n`` items into ``batch`` and build them; False when none were queued."""
+        room_bytes = self.max_batch_bytes - batch.nbytes
+        if room_bytes <= 0:
+            return False
+        self.ledger.take(n, room_bytes, batch)
+        raw = batch.raw
+        if not raw:
+            return False
+        entries, skipped = self._build(raw)
+        if skipped:
+            self.ledger.drop_raw(batch, skipped, "cancelled")
+        if not self.ledger.built(batch, raw, entries):
+            self.batch = None  # seized by a closer
+        time.sleep(0)  # a moment for the job's own threads between chunks
+        return True
+
+    def _build(self, raw: list[Item]) -> tuple[list[Entry], list[Item]]:
+        entries: list[Entry] = []
+        skipped: list[Item] = []
+        entry = self.builder.entry
+        for item in raw:
+            kind = item[KIND]
+            if kind == LOG:
+                entries.append(entry(item))
+            elif kind == RUN_OPEN:
+                built = self._run_open(item)
+                (entries.append(built) if built is not None else skipped.append(item))
+            elif kind == ROW:
+                row = item[ROW_DATA]
+                table = self.tables(item[ROW_TABLE])
+                if table == self.tables("runs"):
+                    row = self.redact_run(row)
+                entries.append((item[SEQ], table, bool(item[ROW_MERGE]), str(row.get("id")),
+                                row.get("run_id"), snapshot.CONTROL_LEVEL, encode(row)))  # fmt: skip
+        return entries, skipped
+
+    def _run_open(self, item: Item) -> Entry | None:
+        run = item[RUN]
+        row = run.open_row()
+        if row is None:  # cancelled (a decorator's template)
+            return None
+        row = self.redact_run(row)
+        return (item[SEQ], self.tables("runs"), False, run.id, None, snapshot.CONTROL_LEVEL, encode(row))
+
+    def _due(self, batch: Holding) -> bool:
+        full = batch.rows >= self.max_batch_rows or batch.nbytes >= self.max_batch_bytes
+        aged = time.monotonic() - batch.started >= self.flush_interval_s
+        return full or aged or self.hurry or self.stopping
+
+    def _hand_on(self, batch: Holding, inline: bool, deadline: float | None) -> bool:
+        """Give a due batch to the sender, or to the spool; False if it must wait."""
+        sender = self.sender
+        if self.write_ahead and self._spool(batch, keep_on_failure=True):
+            return True
+        if inline:
+            self.batch = None
+            sender.deliver(batch, WORKER, deadline)
+            return True
+        if self.ledger.offer_slot(batch):
+            self.batch = None
+            sender.nudge()
+            return True
+        breaker = sender.breaker
+        if sender.spool is not None and (
+            self.intake.pressure() >= SPILL_PRESSURE
+            or (breaker.is_open and not breaker.probe_due())
+            or sender.deliverer.abort.is_set()
+        ):
+            return self._spool(batch, keep_on_failure=False)
+        return False
+
+    def _spool(self, batch: Holding, *, keep_on_failure: bool) -> bool:
+        """Keep a built batch in the spool now (the sender replays it at the sink's speed).
+
+        ``keep_on_failure``: if the spool cannot take it, leave it for the sender
+        (write-ahead) instead of counting it lost; returns False then.
+        """
+        spooled, failed, why = self.sender.spool_entries(batch.entries)
+        if failed and keep_on_failure:
+            return False
+        self.batch = None
+        if failed:
+            self.diag.report("lost", f"{len(failed)} rows could not be kept: {why}")
+        self.ledger.settle(batch, WORKER, spooled=spooled, dropped=failed, reason="spool_failed")
+        self.sender.nudge()
+        return True
+
+    def _forget(self, batch: Holding) -> None:
+        self.ledger.settle(batch, WORKER)
+        self.batch = None
+
+    def _write_assisted(self) -> None:
+        """Spool the entries callers built themselves while memory was full."""
         while True:
-            if (
-                self.sender.breaker.is_open
-                and self.spool is not None
-                and not self.sender.breaker.probe_due()
-            ):
-                self._spool_batch(batch)
+            holding = self.ledger.take_assist(4096)
+            if holding is None:
                 return
-            try:
-                self.sender.handoff.put(batch, timeout=0.05)
-                return
-            except queue_mod.Full:
-                pass
-            if self.sender.abort.is_set():
-                self._spool_batch(batch)
-                return
-            if self.spool is not None and self.queue.pressure() >= SPILL_PRESSURE:
-                self._spill()
+            self.sender.settle_undelivered(holding, WORKER, [], [], holding.entries, "overload")
+            self.sender.nudge()
 
-    def _spool_batch(self, batch: Batch) -> None:
-        """Keep a batch in the spool instead of sending it now."""
-        self.sender.park_batch(batch, self.sender.breaker.reason or "backend busy")
-        self.queue.done(*batch.tokens)
-
-    def _spill(self) -> None:
-        """Move queued rows to the spool while the sender is busy (small chunks: see park_batch)."""
-        while self.queue.pressure() >= SPILL_PRESSURE / 2:
-            token, items = self.queue.take(64, self.max_batch_bytes)
-            if not items:
-                return
-            entries = self.entries_of(items)
-            try:
-                assert self.spool is not None
-                self.spool.add(entries)
-                self.stats.add("spooled", len(entries))
-                self.sender.spool_dirty = True
-            except (SpoolFullError, Exception) as exc:
-                for e in entries:
-                    self.queue.count_dropped(_levelno(e))
-                self.diag.report("spool-full", f"{len(entries)} rows dropped: {exc}")
-            finally:
-                self.queue.done(token)
-
+    # -- "N records dropped" -------------------------------------------------------------
     def _report_drops(self) -> bool:
         """Queue one WARNING row "N records dropped" once pressure is low; True if it did."""
-        if not self.queue.report_pending():
-            return False
-        run_id = self.queue.last_drop_run
+        self.ledger.collect_drops()
+        if self.sender.breaker.is_open:
+            return False  # it would only be dropped too: say it once the backend answers
+        with self.ledger.lock:
+            n = self.ledger.unreported_drops
+            if not n or self.intake.pressure() > REPORT_PRESSURE:
+                return False
+            self.ledger.unreported_drops = 0
+            self.ledger.drop_reports += 1
+            totals: dict[str, int] = {}
+            for (_, reason, level), count in self.ledger.dropped.items():
+                if reason not in ("cancelled",):
+                    totals[level] = totals.get(level, 0) + count
+        run = context.current_run()
+        run_id = self.ledger.last_drop_run or (run.id if run is not None else None)
         if run_id is None:
-            current = context.current_run()
-            run_id = current.id if current is not None else None
-        if run_id is None:
             return False
-        thread = threading.current_thread().name
-
-        def row(n: int, totals: dict[str, int]) -> tuple[Any, ...]:
-            snap = Snapshot(
-                created=time.time(),
-                levelno=logging.WARNING,
-                levelname="WARNING",
-                message=f"{n} records dropped",
-                logger="supabase_log_handler",
-                pathname="",
-                lineno=0,
-                func=None,
-                thread=thread,
-                process=None,
-                exc=None,
-                run_id=run_id,
-                step=None,
-                extras={"meta": {"dropped": n, "dropped_by_level": totals}},
-            )
-            return ("log", *snap)
-
-        return self.queue.put_drop_report(row, 512)
-
-
-def _levelno(entry: Entry) -> int:
-    if entry.kind != "log":
-        return 1_000
-    return (
-        int(logging.getLevelName(str(entry.row.get("level", "INFO"))))
-        if entry.row.get("level")
-        else logging.INFO
-    )
+        record = logging.LogRecord(
+            "supabase_log_handler", logging.WARNING, "", 0, "%d records dropped", (n,), None
+        )
+        record.threadName = threading.current_thread().name
+        record.meta = {"dropped": n, "dropped_by_level": totals}
+        item = snapshot.log_item(self.intake.next_seq(), record, run_id, None)
+        self.ledger.last_report_seq = item[SEQ]
+        self.intake.high.append(item)  # a log row like any other, counted as accepted
+        self.intake.nbytes += item[snapshot.SIZE]
+        return True

@@ -20,6 +20,17 @@ from supabase_log_handler import SupabaseHandler, context, lifecycle
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # helpers the child scripts import (exitclock, vendorlib)
+IDENTITY_TERMS = ("delivered", "spooled_pending", "dead_lettered", "dropped", "in_memory")
+
+
+def assert_identity(stats: dict[str, Any]) -> None:
+    """The ledger adds up, overall and per table: accepted = delivered + spooled + dead + dropped + in memory."""
+    for name, counts in [("all", stats), *stats["by_table"].items()]:
+        terms = {k: counts[k] for k in IDENTITY_TERMS}
+        if name == "all":
+            terms["dropped"] = stats["dropped_total"]
+        assert counts["accepted"] == sum(terms.values()), (name, counts)
 
 
 @pytest.fixture(autouse=True)
@@ -35,12 +46,12 @@ def _clean_logging_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if h not in handlers:
             root.removeHandler(h)
             h.close()
-    for h in lifecycle.live_handlers():
-        h.close(1.0)
+    for h in lifecycle.handlers():
+        if not h.closed:
+            h.close(1.0)
     root.setLevel(level)
-    context._process_run = None
-    context._registry.clear()
-    lifecycle._implicit = None
+    context.reset()
+    lifecycle.reset()
 
 
 @pytest.fixture
@@ -51,7 +62,7 @@ def make_handler(gateway: Gateway, tmp_path: Path) -> Callable[..., SupabaseHand
         target = gw or gateway
         settings.setdefault("url", target.url)
         settings.setdefault("key", target.service_key)
-        settings.setdefault("spool_path", str(tmp_path / "spool.sqlite3"))
+        settings.setdefault("spool_path", str(tmp_path / "spool"))
         settings.setdefault("install_signal_handlers", False)
         settings.setdefault("capture_uncaught", False)
         settings.setdefault("flush_interval_s", 0.2)

@@ -129,7 +129,7 @@ def test_run_success_records_status_metrics_and_duration(
     assert (status, fetched, inserted, updated, float(cost)) == ("success", 150, 15, 140, 0.75)
     assert finished is not None and duration is not None and duration >= 0
     assert (mode, trig, end.isoformat()) == ("incremental", "cron", "2025-10-25T01:45:07+00:00")
-    assert meta["overlap_hours"] == 1 and meta["log_delivery"]["sent"] >= 1
+    assert meta["overlap_hours"] == 1 and meta["log_delivery"]["delivered"] >= 1
     rows = _logs(db, run.id)
     assert [(r["step"], r["message"]) for r in rows] == [("FETCH", "fetched 150 calls")]
 
@@ -314,7 +314,7 @@ def test_migration_makes_the_legacy_tables_writable_for_the_handler(
     with start_run("legacy-grants") as run:
         logging.getLogger("legacy").info("written through the migration's grants")
     assert handler.flush(10)
-    assert handler.stats()["dead_lettered"] == 0 and handler.stats()["spooled"] == 0
+    assert handler.stats()["dead_lettered"] == 0 and handler.stats()["spooled_pending"] == 0
     assert seeded.fetchval("select status from runs where id = %s", (run.id,)) == "success"
     assert seeded.fetchval("select legacy_id from runs where id = %s", (run.id,)) >= 1
 

@@ -33,7 +33,7 @@ def local_env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, 
     }
     env.update(
         SUPABASE_LOG_LOCAL_DB=str(tmp_path / "local.sqlite3"),
-        SUPABASE_LOG_SPOOL=str(tmp_path / "spool.sqlite3"),
+        SUPABASE_LOG_SPOOL=str(tmp_path / "spool"),
         SUPABASE_LOG_FLUSH_INTERVAL_S="0.2",
     )
     env.update(extra or {})
@@ -100,8 +100,10 @@ def test_local_store_run_is_listed_then_pushed_exactly_once(
     assert json.loads(out) | {"local_store": "", "spool": ""} == {
         "spool_delivered": 0,
         "spool_pending": 0,
+        "dead_letters": 0,
         "runs": 1,
         "logs": 3,
+        "calls": 0,
         "refused": [],
         "local_store": "",
         "spool": "",
@@ -118,7 +120,7 @@ def test_local_store_run_is_listed_then_pushed_exactly_once(
 
     gw.reset_log()
     code, out, _ = cli(capsys, "push")
-    assert code == 0 and out.startswith("pushed 0 run(s) and 0 log row(s)")
+    assert code == 0 and out.startswith("pushed 0 run(s), 0 log row(s) and 0 call(s)")
     assert [r for r in gw.requests if r.method != "GET"] == []
     assert (
         db.fetchval("select count(*) from runs") == 1

@@ -20,7 +20,7 @@ from supabase_log_handler.cli import main
 from supabase_log_handler.cli._common import select_all
 from supabase_log_handler.sinks import Sink
 from supabase_log_handler.sinks.local import LocalSink
-from supabase_log_handler.sinks.supabase import SupabaseSink
+from supabase_log_handler.sinks.rest import SupabaseSink
 
 NOW = dt.datetime.now(dt.timezone.utc)
 
@@ -119,7 +119,7 @@ def backend(
     """The known runs and logs, written to a fresh Supabase database or to a local store; env points the CLI at it."""
     env = {
         "SUPABASE_LOG_LOCAL_DB": str(tmp_path / "local.sqlite3"),
-        "SUPABASE_LOG_SPOOL": str(tmp_path / "spool.sqlite3"),
+        "SUPABASE_LOG_SPOOL": str(tmp_path / "spool"),
     }
     sink: Sink
     if request.param == "supabase":
@@ -241,7 +241,7 @@ def test_errors_since_with_script_names(
 
 
 def test_stats_per_script(backend: Backend, capsys: pytest.CaptureFixture[str]) -> None:
-    """`stats --since 7d`: per script totals, outcomes, average duration, record sums and last run, as table and JSON object."""
+    """`stats --since 7d`: per script totals, outcomes, durations (average, p50, p95, max), record sums and last run, as table and JSON object."""
     code, out, _ = cli(capsys, "stats", "--since", "7d", "--json")
     assert code == 0
     stats = json.loads(out)
@@ -253,6 +253,12 @@ def test_stats_per_script(backend: Backend, capsys: pytest.CaptureFixture[str]) 
             "running": 0,
             "avg_duration_ms": 1500,
             "records": {"fetched": 16, "inserted": 4, "updated": 6, "failed": 0},
+            "success_rate": 66.7,
+            "p50_duration_ms": 1500,
+            "p95_duration_ms": 2400,
+            "max_duration_ms": 2500,
+            "calls_analyzed": 0,
+            "api_cost": 0.0,
             "last_run": {
                 "id": B,
                 "started_at": stats["alpha"]["last_run"]["started_at"],
@@ -267,6 +273,12 @@ def test_stats_per_script(backend: Backend, capsys: pytest.CaptureFixture[str]) 
             "running": 1,
             "avg_duration_ms": None,
             "records": {"fetched": 0, "inserted": 0, "updated": 0, "failed": 0},
+            "success_rate": None,
+            "p50_duration_ms": None,
+            "p95_duration_ms": None,
+            "max_duration_ms": None,
+            "calls_analyzed": 0,
+            "api_cost": 0.0,
             "last_run": {
                 "id": C,
                 "started_at": stats["beta"]["last_run"]["started_at"],

@@ -33,7 +33,7 @@ def _env(tmp_path: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env.update(
         PYTHONPATH=str(SCRIPTS),
         SUPABASE_LOG_LOCAL_DB=str(tmp_path / "local.sqlite3"),
-        SUPABASE_LOG_SPOOL=str(tmp_path / "spool.sqlite3"),
+        SUPABASE_LOG_SPOOL=str(tmp_path / "spool"),
         SUPABASE_LOG_FLUSH_INTERVAL_S="0.2",
     )
     env.update(extra or {})
@@ -162,7 +162,10 @@ def test_exit_code_decides_status_and_debug_rows_follow_the_level(
     assert out.returncode == 3, out.stderr
     run = one_run(db, failing)
     assert run["status"] == "error" and run["error_message"].startswith("exit code 3")
-    assert [r["message"] for r in logs_of(db, run["id"])] == ["about to exit"]
+    assert [(r["message"], r["step"]) for r in logs_of(db, run["id"])] == [
+        ("about to exit", "LOG"),
+        ("exited with code 3", "ERROR"),  # so `supabase-log errors` shows why
+    ]
     assert out.stderr.splitlines()[0] == "about to exit"  # printed as logging.lastResort would have
 
     write(
@@ -301,7 +304,11 @@ def test_sigterm_is_forwarded_and_the_run_records_it(
         "terminated by signal SIGTERM"
     )
     assert run["metadata"]["signal"] == "SIGTERM"
-    assert [r["message"] for r in logs_of(db, run["id"])] == ["waiting for SIGTERM"]
+    rows = logs_of(db, run["id"])
+    assert [(r["message"], r["meta"].get("stream")) for r in rows] == [
+        ("waiting for SIGTERM", None),
+        ("ready", "stdout"),  # its print()
+    ]
 
 
 def test_programs_own_logging_configuration_keeps_working(
@@ -375,7 +382,10 @@ def test_command_kind_and_default_script_name() -> None:
     assert not is_python_command(["bash", "-c", "true"])
     assert default_script_name(["python", "-u", "jobs/vapi_sync.py", "--full"], True) == "vapi_sync"
     assert default_script_name(["python3", "-X", "dev", "-m", "jobs.sync"], True) == "jobs.sync"
-    assert default_script_name(["python", "-c", "pass"], True) == "python"
+    assert default_script_name(["python", "-c", "pass"], True) == "python-c"
+    assert default_script_name(["python3", "-c", "from jobs.sync import main; main()"], True) == (
+        "jobs.sync"
+    )
     assert default_script_name(["bash", "scripts/nightly.sh"], False) == "nightly"
     assert default_script_name(["./export-calls"], False) == "export-calls"
 
@@ -420,3 +430,139 @@ def test_bad_configuration_still_runs_the_command(tmp_path: Path, gateway: Gatew
     )
     assert out.returncode == 5 and out.stdout == "still ran\n"
     assert "not recording this run" in out.stderr and "service role" in out.stderr
+
+
+def test_secrets_on_the_command_line_are_not_stored(
+    tmp_path: Path, db: Db, supabase_env: dict[str, str]
+) -> None:
+    """--password X, --token=X, -p X (declared), URL passwords and VAR=x assignments: no value reaches the runs row."""
+    python_run, shell_run = unique("secret-args"), unique("secret-shell")
+    write(tmp_path, "quiet.py", "import sys\n")
+    secrets = [
+        "hunter2",
+        "tok_9f8e",
+        "dbpw_77",
+        "short_secret",
+        "urlpw_55",
+        "envpw_33",
+        "mysqlpw_1",
+    ]
+    out = wrap(
+        tmp_path,
+        [
+            *("-n", python_run, "--", sys.executable, "quiet.py"),
+            *("--password", "hunter2", "--token=tok_9f8e", "--db-password", "dbpw_77"),
+            *("-p", "short_secret", "--dsn", "postgresql://etl:urlpw_55@db.example.com/prod"),
+            *("PGPASSWORD=envpw_33", "--max-tokens", "5"),
+        ],
+        {**supabase_env, "SUPABASE_LOG_REDACT_KEYS": "-p"},
+    )
+    assert out.returncode == 0, out.stderr
+    script = "true mysql -umei -pmysqlpw_1 crm; PGPASSWORD='envpw_33' true psql 'postgresql://u:urlpw_55@h/db'"
+    out = wrap(tmp_path, ["-n", shell_run, "--", "bash", "-c", script], supabase_env)
+    assert out.returncode == 0, out.stderr
+    stored = " ".join(
+        db.fetchval("select row_to_json(runs)::text from runs where script_name = %s", (name,))
+        for name in (python_run, shell_run)
+    )
+    assert not [s for s in secrets if s in stored], stored
+    command = one_run(db, python_run)["metadata"]["command"]
+    assert command.endswith(
+        "quiet.py --password '[REDACTED]' '--token=[REDACTED]' --db-password '[REDACTED]' "
+        "-p '[REDACTED]' --dsn 'postgresql://etl:[REDACTED]@db.example.com/prod' "
+        "'PGPASSWORD=[REDACTED]' --max-tokens 5"
+    ), command
+    assert (
+        "mysql -umei -p[REDACTED] crm; PGPASSWORD=[REDACTED] true psql"
+        in (one_run(db, shell_run)["metadata"]["command"])
+    )
+
+
+PRINTER = """
+    import sys, threading
+    print("fetched 3 contacts")
+    print("partial", end="")
+    print(" line", flush=True)
+    print("warning: slow page", file=sys.stderr)
+    print("progress 10%", end="\\r")
+    print("progress 100%")
+    worker = threading.Thread(target=lambda: print("from a thread"))
+    worker.start()
+    worker.join()
+    print("no newline at the end", end="")
+    sys.exit("bye")
+"""
+
+
+def test_print_only_script_lines_are_stored_once(
+    tmp_path: Path, db: Db, supabase_env: dict[str, str]
+) -> None:
+    """A wrapped script that only prints: each line one INFO row (meta.stream), console unchanged; --no-capture-print stores none."""
+    script, quiet = unique("printer"), unique("printer-off")
+    write(tmp_path, "printer.py", PRINTER)
+    out = wrap(tmp_path, ["-n", script, "--", sys.executable, "printer.py"], supabase_env)
+    assert out.returncode == 1, out.stderr
+    assert out.stdout == (  # text mode reads the \r as \n
+        "fetched 3 contacts\npartial line\nprogress 10%\nprogress 100%\nfrom a thread\n"
+        "no newline at the end"
+    )
+    assert out.stderr.splitlines()[-2:] == ["warning: slow page", "bye"]
+    rows = logs_of(db, one_run(db, script)["id"])
+    printed = [
+        (r["level"], r["message"], r["meta"]["stream"]) for r in rows if "stream" in r["meta"]
+    ]
+    assert printed == [
+        ("INFO", "fetched 3 contacts", "stdout"),
+        ("INFO", "partial line", "stdout"),
+        ("INFO", "warning: slow page", "stderr"),
+        ("INFO", "progress 100%", "stdout"),
+        ("INFO", "from a thread", "stdout"),
+        ("INFO", "no newline at the end", "stdout"),
+    ]
+    first = rows[0]["meta"]["log"]
+    assert (first["logger"], first["line"]) == ("print", 3) and first["file"].endswith("printer.py")
+
+    out = wrap(
+        tmp_path,
+        ["-n", quiet, "--no-capture-print", "--", sys.executable, "printer.py"],
+        supabase_env,
+    )
+    assert out.returncode == 1 and out.stdout.startswith("fetched 3 contacts\n")
+    assert not [r for r in logs_of(db, one_run(db, quiet)["id"]) if "stream" in r["meta"]]
+
+
+def test_logging_to_stdout_and_print_are_not_duplicated(
+    tmp_path: Path, db: Db, supabase_env: dict[str, str]
+) -> None:
+    """Logging that writes to stdout is stored as its record only; prints around it once each; a traceback is no print row."""
+    script = unique("stdout-logging")
+    write(
+        tmp_path,
+        "both.py",
+        """
+        import logging, sys
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="LOG %(levelname)s %(message)s")
+        log = logging.getLogger("app")
+        print("started")
+        log.info("loaded %d rows", 3)
+        log.warning("one row skipped")
+        print("done")
+        raise ValueError("bad row")
+    """,
+    )
+    out = wrap(tmp_path, ["-n", script, "--", sys.executable, "both.py"], supabase_env)
+    assert out.returncode == 1
+    assert out.stdout == "started\nLOG INFO loaded 3 rows\nLOG WARNING one row skipped\ndone\n"
+    assert "ValueError: bad row" in out.stderr
+    rows = logs_of(db, one_run(db, script)["id"])
+    assert [(r["level"], r["message"], r["meta"]["log"]["logger"]) for r in rows] == [
+        ("INFO", "started", "print"),
+        ("INFO", "loaded 3 rows", "app"),
+        ("WARNING", "one row skipped", "app"),
+        ("INFO", "done", "print"),
+        (
+            "ERROR",
+            "Uncaught exception in the main thread: ValueError: bad row",
+            "supabase_log_handler.run",
+        ),
+    ]

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import SCRIPTS, last_json_line, run_script, start_script, wait_until
+import exitclock
+from conftest import SCRIPTS, assert_identity, last_json_line, run_script, start_script, wait_until
 from stack.fixtures import Db
 from stack.gateway import Gateway
 
 from supabase_log_handler import SupabaseHandler, start_run
-from supabase_log_handler.spool import Spool
+from supabase_log_handler.spool_files import pending_entries, read_dead_letters
 
 
 def _count(db: Db, run_id: str) -> tuple[int, int]:
@@ -43,20 +44,17 @@ class _CollectorPauses:
         return sum(max(0.0, min(b, t1) - max(a, t0)) for a, b, _ in self.intervals)
 
 
-def test_outage_of_30s_loses_and_duplicates_nothing_and_never_slows_the_caller(
+def test_outage_of_30s_loses_and_duplicates_nothing(
     external_gateway: tuple[Any, Db],
     make_handler: Callable[..., SupabaseHandler],
     attach: Callable[..., logging.Logger],
 ) -> None:
-    """Gateway down for 30 s while 50,000 rows are logged: exactly 50,000 arrive, no call waits over 10 ms.
+    """Gateway down for 30 s while 50,000 rows are logged: exactly 50,000 arrive, the ledger adds up, collections stay rare.
 
     The gateway runs in its own process, as Supabase would, and is killed for the
-    outage. CPython's garbage collector pauses every thread whatever the handler
-    does; those pauses are measured and left out of each call's time, and the
-    handler must keep them rare (its queued rows are untracked plain tuples).
-    A slow call also counts against the handler when this process was busy while
-    the caller waited (its own threads held the interpreter); a stall during which
-    the whole process got no CPU is the machine's, and is reported, not failed.
+    outage. How long each call takes is the benchmark's to measure; this test
+    checks the count and that the handler's queued rows keep the garbage
+    collector's full passes (which stop every thread) rare.
     """
     import gc
 
@@ -67,47 +65,31 @@ def test_outage_of_30s_loses_and_duplicates_nothing_and_never_slows_the_caller(
         log.info("warming up")
     assert handler.flush(30)
     pauses = _CollectorPauses()
-    slow: list[tuple[int, float, float, float]] = []  # (index, wall, collector, process CPU)
     gc.callbacks.append(pauses)
+    restarted = threading.Event()
     try:
         with start_run("outage-50k") as run:
-
-            def burst(start: int, n: int) -> None:
-                for i in range(start, start + n):
-                    c0 = time.process_time()
-                    t0 = time.perf_counter()
-                    log.info("row %d", i)
-                    t1 = time.perf_counter()
-                    if t1 - t0 > 0.004:
-                        cpu = time.process_time() - c0
-                        slow.append((i, t1 - t0, pauses.within(t0, t1), cpu))
-
-            burst(0, 5_000)
+            for i in range(5_000):
+                log.info("row %d", i)
             gw.stop()
-            stopped_at = time.monotonic()
-            restart = threading.Timer(30.0, gw.start)
+            restart = threading.Timer(30.0, lambda: (gw.start(), restarted.set()))
             restart.start()
-            burst(5_000, 20_000)
+            for i in range(5_000, 25_000):
+                log.info("row %d", i)
             wait_until(lambda: handler.stats()["breaker_open"], 30, "the breaker to open")
-            burst(25_000, 20_000)
-            restart.join(40)
-            assert time.monotonic() - stopped_at >= 30.0
-            burst(45_000, 5_000)
+            for i in range(25_000, 45_000):
+                log.info("row %d", i)
+            assert restarted.wait(60)
+            for i in range(45_000, 50_000):
+                log.info("row %d", i)
     finally:
         gc.callbacks.remove(pauses)
     assert handler.flush(90)
-    assert handler.stats()["spooled"] > 0
+    stats = handler.stats()
+    assert stats["replayed_foreign"] == 0 and stats["by_table"]["logs"]["delivered"] == 50_001
+    assert_identity(stats)
     assert _count(edb, run.id) == (50_000, 50_000)
     assert edb.fetchval("select status from runs where id = %s", (run.id,)) == "success"
-    stalls = [(i, total - gc_s, cpu) for i, total, gc_s, cpu in slow if total - gc_s >= 0.010]
-    ours = [(i, round(w * 1000, 1), round(c * 1000, 1)) for i, w, c in stalls if c >= 0.5 * w]
-    machine = [(i, round(w * 1000, 1), round(c * 1000, 1)) for i, w, c in stalls if c < 0.5 * w]
-    assert not ours, (
-        f"calls kept waiting 10 ms or more while this process ran (index, ms, CPU ms): {ours}"
-    )
-    if machine:
-        print(f"stalls of the whole process, not counted (index, ms, CPU ms): {machine}")
-
     full_collections = sum(1 for *_, gen in pauses.intervals if gen == 2)
     assert full_collections <= 5, f"{full_collections} full collections during 50,000 calls"
 
@@ -138,28 +120,27 @@ def test_exit_with_backend_down_spools_everything_within_deadline_then_next_proc
     db: Db, gateway_faults: Gateway, supabase_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Backend down at exit: the process ends within shutdown_timeout + 1 s, rows spooled; the next process replays them."""
-    spool = tmp_path / "spool.sqlite3"
+    spool = tmp_path / "spool"
     env = {**supabase_env, "SUPABASE_LOG_SPOOL": str(spool), "SUPABASE_LOG_SHUTDOWN_TIMEOUT_S": "2"}
     gateway_faults.stop()
-    proc = start_script(
+    out = run_script(
         """
+import exitclock
 import json, logging, sys, time
 from supabase_log_handler import SupabaseHandler, context
 logging.basicConfig(level=logging.INFO, handlers=[SupabaseHandler(script_name="exit-down")])
 for i in range(3000):
     logging.getLogger("job").info("spooled %d", i)
-print(json.dumps({"run_id": context.current_run().id, "done_at": time.time()}), flush=True)
+print(json.dumps({"run_id": context.current_run().id}), flush=True)
+exitclock.start()
 """,
         env,
+        timeout_s=60,
     )
-    out, err = proc.communicate(timeout=60)
-    ended_at = time.time()
-    assert proc.returncode == 0, err
-    info = json.loads(out.strip().splitlines()[-1])
-    assert ended_at - info["done_at"] <= 2 + 1.0, f"exit took {ended_at - info['done_at']:.2f}s"
-    assert (
-        Spool(spool, max_bytes=10**9).pending() == 3000 + 2
-    )  # rows + the run's open and final states
+    info = json.loads(out.stdout.strip().splitlines()[-2])
+    clock = last_json_line(out.stdout)
+    assert exitclock.within(clock, 2.0), clock
+    assert pending_entries(spool)["logs"] == 3000
     assert _count(db, info["run_id"]) == (0, 0)
     gateway_faults.start()
     run_script(
@@ -173,7 +154,7 @@ print(json.dumps({"run_id": context.current_run().id, "done_at": time.time()}), 
     )
     assert _count(db, info["run_id"]) == (3000, 3000)
     assert db.fetchval("select status from runs where id = %s", (info["run_id"],)) == "success"
-    assert Spool(spool, max_bytes=10**9).pending() == 0
+    assert sum(pending_entries(spool).values()) == 0
 
 
 def test_sigkill_with_disk_durability_loses_nothing_the_worker_took(
@@ -181,7 +162,7 @@ def test_sigkill_with_disk_durability_loses_nothing_the_worker_took(
 ) -> None:
     """With durability=disk, every row the worker took before SIGKILL arrives after replay."""
     gw, kdb = fresh_gateway()
-    spool = tmp_path / "spool.sqlite3"
+    spool = tmp_path / "spool"
     env = {
         "SUPABASE_URL": gw.url,
         "SUPABASE_SERVICE_ROLE_KEY": gw.service_key,
@@ -201,9 +182,9 @@ logging.basicConfig(level=logging.INFO, handlers=[h])
 for i in range(2000):
     logging.getLogger("job").info("durable %d", i)
 deadline = time.monotonic() + 30
-while h._pipeline.queue.rows and time.monotonic() < deadline:
+while h.stats()["in_memory"] and time.monotonic() < deadline:
     time.sleep(0.01)
-print(json.dumps({"run_id": context.current_run().id, "queued": h._pipeline.queue.rows}), flush=True)
+print(json.dumps({"run_id": context.current_run().id, "queued": h.stats()["in_memory"]}), flush=True)
 time.sleep(120)
 """,
         env,
@@ -249,12 +230,8 @@ def test_one_bad_row_in_a_1000_row_batch_is_isolated_and_dead_lettered(
     assert bdb.fetchval("select count(*) from logs where message = 'poison'") == 0
     posts = [r for r in gw.requests if r.method == "POST" and r.path.endswith("/logs")]
     assert posts[0].rows == 1000 and posts[0].status == 400
-    dead = Spool(tmp_path / "spool.sqlite3", max_bytes=10**9).dead()
-    assert (
-        len(dead) == 1
-        and dead[0]["row"]["message"] == "poison"
-        and dead[0]["error_code"] == "23514"
-    )
+    dead = read_dead_letters(tmp_path / "spool")
+    assert len(dead) == 1 and dead[0]["row"]["message"] == "poison" and dead[0]["code"] == "23514"
     assert handler.stats()["dead_lettered"] == 1
 
 
@@ -280,7 +257,7 @@ def test_multiprocessing_pool_workers_deliver_every_row_once(
                 assert sorted(pool.map(work, range(4))) == [0, 1, 2, 3]
             print(json.dumps({"run_id": context.current_run().id}))
         """,
-        {**supabase_env, "SUPABASE_LOG_SPOOL": str(tmp_path / "spool.sqlite3")},
+        {**supabase_env, "SUPABASE_LOG_SPOOL": str(tmp_path / "spool")},
     )
     run_id = last_json_line(out.stdout)["run_id"]
     assert _count(db, run_id) == (4001, 4001)

@@ -79,7 +79,7 @@ def test_structlog_processor_formatter_setup(
     handler = StructlogSupabaseHandler(
         url=gateway.url,
         key=gateway.service_key,
-        spool_path=str(tmp_path / "spool.sqlite3"),
+        spool_path=str(tmp_path / "spool"),
         capture_uncaught=False,
         install_signal_handlers=False,
         flush_interval_s=0.2,

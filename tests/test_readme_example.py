@@ -19,7 +19,7 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
     env.update(
         SUPABASE_LOG_LOCAL_DB=str(tmp_path / "local.sqlite3"),
-        SUPABASE_LOG_SPOOL=str(tmp_path / "spool.sqlite3"),
+        SUPABASE_LOG_SPOOL=str(tmp_path / "spool"),
         **extra,
     )
     return env

@@ -30,7 +30,7 @@ def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The local store and spool in tmp_path, through the environment."""
     path = tmp_path / "local.sqlite3"
     monkeypatch.setenv("SUPABASE_LOG_LOCAL_DB", str(path))
-    monkeypatch.setenv("SUPABASE_LOG_SPOOL", str(tmp_path / "spool.sqlite3"))
+    monkeypatch.setenv("SUPABASE_LOG_SPOOL", str(tmp_path / "spool"))
     monkeypatch.setenv("SUPABASE_LOG_SIGNALS", "false")
     monkeypatch.setenv("SUPABASE_LOG_CAPTURE_UNCAUGHT", "false")
     return path

@@ -1,4 +1,4 @@
-"""Unit tests of ``supabase_log_handler.sinks.supabase.classify`` and ``classify_response``."""
+"""Unit tests of ``supabase_log_handler.sinks.classify.classify`` and ``classify_response``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from postgrest.exceptions import APIError
 
 from supabase_log_handler.errors import DataError, DeliveryError, SetupError, TransientError
-from supabase_log_handler.sinks.supabase import (
+from supabase_log_handler.sinks.classify import (
     FIX_KEY,
     FIX_MIGRATIONS,
     classify,

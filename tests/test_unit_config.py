@@ -156,6 +156,19 @@ def test_empty_env_value_means_unset(no_env_file: Path) -> None:
     assert s.max_queue_rows == FIELDS["max_queue_rows"].default
 
 
+def test_empty_env_value_hides_the_env_file(tmp_path: Path) -> None:
+    """``SUPABASE_URL=`` in the environment means "not set" even when .env sets the URL: the local store."""
+    env_file = write_env(
+        tmp_path,
+        "SUPABASE_URL=https://abc.supabase.co\nSUPABASE_SERVICE_ROLE_KEY=sb_secret_x\nSUPABASE_LOG_REDACT=false\n",
+    )
+    from_file = load(environ={}, env_file=env_file)
+    assert from_file.uses_supabase and from_file.redact is False
+    s = load(environ={"SUPABASE_URL": "", "SUPABASE_LOG_REDACT": " "}, env_file=env_file)
+    assert s.url is None and not s.uses_supabase and s.destination.startswith("local:")
+    assert s.redact is True and s.key == "sb_secret_x"
+
+
 def test_bool_explicit_python_bool(no_env_file: Path) -> None:
     """A Python bool keyword is taken as is."""
     assert load({"redact": False}, env_file=no_env_file).redact is False
@@ -386,7 +399,6 @@ def test_key_role(key: str, role: str | None) -> None:
         (["nightly_export.py"], "nightly_export"),
         (["/srv/jobs/mypkg/__main__.py"], "mypkg"),
         (["/usr/local/bin/job-runner"], "job-runner"),
-        (["-c"], "python"),
         (["-m"], "python"),
         (["-"], "python"),
         ([""], "python"),
@@ -398,4 +410,28 @@ def test_default_script_name(
 ) -> None:
     """The script name comes from sys.argv[0]: file stem, package of __main__.py, or "python"."""
     monkeypatch.setattr(sys, "argv", argv)
+    assert default_script_name() == expected
+
+
+@pytest.mark.parametrize(
+    ("orig_argv", "expected"),
+    [
+        (["python", "-c", "from jobs.sync import main; main()"], "jobs.sync"),
+        (
+            ["python3", "-W", "ignore", "-c", "import os, hubspot_sync.run as r; r.go()"],
+            "hubspot_sync.run",
+        ),
+        (["python", "-cimport vapi_sync"], "vapi_sync"),
+        (["python", "-c", "import logging; logging.warning('x')"], "python-c"),
+        (["python", "-c", "import supabase_log_handler; print(1)"], "python-c"),
+        (["python", "-c", "this is not python"], "python-c"),
+        (["python", "-c"], "python-c"),
+    ],
+)
+def test_default_script_name_of_python_c(
+    monkeypatch: pytest.MonkeyPatch, orig_argv: list[str], expected: str
+) -> None:
+    """``python -c CODE`` runs are named after the first non-stdlib module CODE imports, else ``python-c``."""
+    monkeypatch.setattr(sys, "argv", ["-c"])
+    monkeypatch.setattr(sys, "orig_argv", orig_argv, raising=False)
     assert default_script_name() == expected

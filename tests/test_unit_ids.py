@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 
-from supabase_log_handler import _ids
 from supabase_log_handler._ids import new_id, uuid7
 
 PIPE_DEADLINE_S = 10.0
@@ -158,26 +157,23 @@ def test_forked_child_ids_differ_from_parent() -> None:
     assert not child_ids & parent_ids
 
 
-def test_fork_while_lock_held_does_not_deadlock() -> None:
-    """A child forked while another thread holds the id lock can still make ids."""
-    held = _ids._lock
-    held.acquire()  # as if another thread were inside uuid7() at the moment of the fork
+def test_ids_made_inside_a_signal_handler_interrupting_id_making() -> None:
+    """A signal handler that makes ids while the interrupted thread is making ids never waits and never repeats one."""
+    import signal
+
+    made_in_handler: list[str] = []
+
+    def on_alarm(signum: int, frame: object) -> None:
+        made_in_handler.append(new_id())
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.0002, 0.0002)
     try:
-        read_fd, write_fd = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child: the thread holding the lock does not exist here
-            try:
-                os.close(read_fd)
-                os.write(write_fd, new_id().encode())
-                os.close(write_fd)
-            finally:
-                os._exit(0)
+        made = [new_id() for _ in range(200_000)]
     finally:
-        held.release()
-    os.close(write_fd)
-    try:
-        text = _read_all(read_fd, 5.0, kill_pid=pid)
-    finally:
-        os.close(read_fd)
-    assert _reap(pid) == 0
-    assert uuid.UUID(text.decode()).version == 7
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert made_in_handler, "the timer never fired"
+    everything = made + made_in_handler
+    assert len(set(everything)) == len(everything)
+    assert made == sorted(made)

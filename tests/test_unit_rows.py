@@ -10,18 +10,22 @@ import uuid
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from supabase_log_handler._redact import MASK, Redactor
 from supabase_log_handler.rows import (
-    STANDARD_ATTRS,
     RowBuilder,
     Snapshot,
-    format_exception,
     iso_timestamp,
     map_level,
     sanitise_row,
-    snapshot_extras,
 )
+from supabase_log_handler.snapshot import STANDARD_ATTRS, extras_of, format_exception
+
+
+def snapshot_extras(record: logging.LogRecord) -> dict[str, Any] | None:
+    return extras_of(record.__dict__)[0]
 
 CREATED = 1_700_000_000.123456  # 2023-11-14T22:13:20.123456Z
 
@@ -410,3 +414,53 @@ def test_sanitise_row() -> None:
 def test_sanitise_row_keeps_valid_level() -> None:
     """A valid level is kept as it is."""
     assert sanitise_row({"level": "WARNING", "message": "x"})["level"] == "WARNING"
+
+
+# -- the fast path ----------------------------------------------------------------------
+_ascii = st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=127), max_size=40)
+_plain = st.one_of(
+    _ascii,
+    st.text(max_size=40),
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.booleans(),
+    st.none(),
+)
+
+
+@given(
+    message=st.one_of(_ascii, st.text(max_size=80)),
+    meta=st.one_of(st.none(), st.dictionaries(st.one_of(_ascii, st.text(max_size=12)), _plain, max_size=6)),
+    step=st.one_of(st.none(), _ascii, st.text(max_size=30)),
+    levelno=st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, 25]),
+)
+@settings(max_examples=300, deadline=None)
+def test_encoded_entry_equals_the_row_it_describes(
+    message: str, meta: dict[str, Any] | None, step: str | None, levelno: int
+) -> None:
+    """Whatever path encodes a record, its JSON is the row the general builder makes (id apart)."""
+    from supabase_log_handler import snapshot
+
+    builder = make_builder(redactor=Redactor(literals=["sb_secret_0123456789abcdef"]))
+    record = logging.LogRecord("jobs.sync", levelno, "/srv/jobs/sync.py", 42, message, None, None, func="main")
+    if meta is not None:
+        record.meta = meta
+    item = snapshot.log_item(7, record, "0190c6f1-0000-7000-8000-000000000001", step)
+    entry = builder.entry(item)
+    encoded = json.loads(entry[6])
+    expected = builder.row(item)
+    assert entry[3] == encoded.pop("id") and expected.pop("id")
+    assert encoded == json.loads(json.dumps(expected))
+
+
+def test_fast_path_masks_sensitive_keys_and_secret_text() -> None:
+    """The encoded common record masks a password field and a JWT in a value, as the general path does."""
+    from supabase_log_handler import snapshot
+
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
+    record = logging.LogRecord("a", logging.INFO, "f.py", 1, "token %s", (jwt,), None)
+    record.meta = {"password": "hunter2", "note": f"bearer {jwt}", "n": 3}
+    entry = make_builder().entry(snapshot.log_item(1, record, "r", None))
+    text = entry[6].decode()
+    assert "hunter2" not in text and jwt not in text and text.count(MASK) >= 3
+    assert make_builder()._fast(snapshot.log_item(1, record, "r", None)) is not None  # the fast one

@@ -4,8 +4,9 @@
 ``sitecustomize`` at start-up, so this file runs before the program's code: it
 imports any other ``sitecustomize`` that would have been found without this one
 (so an environment's own customisation still runs), then attaches the handler
-(``supabase_log_handler.autoattach.attach``). Nothing here may break the program:
-every failure is one line on stderr.
+(``supabase_log_handler.autoattach.attach``) and lets it record what the program
+prints (``supabase_log_handler.capture``, unless ``SUPABASE_LOG_CAPTURE_PRINT=false``).
+Nothing here may break the program: every failure is one line on stderr.
 """
 
 import importlib.machinery
@@ -55,10 +56,22 @@ def _attach() -> None:
         )
         return
     try:
-        attach()
+        handler = attach()
     except Exception as exc:
         print(
             f"supabase-log-handler: could not attach the handler: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+        )
+        return
+    if handler is None:
+        return
+    try:
+        from supabase_log_handler.capture import install
+
+        install(handler)
+    except Exception as exc:
+        print(
+            f"supabase-log-handler: print() is not recorded: {type(exc).__name__}: {exc}",
             file=sys.stderr,
         )
 

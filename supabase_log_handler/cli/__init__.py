@@ -2,8 +2,9 @@
 
 Owns the argument parsing and the dispatch to one module per command:
 ``run`` (wrapper.py), ``runs``/``logs``/``errors``/``stats`` (views.py), ``tail``
-(tail.py), ``migrate`` (migrate.py), ``doctor`` (doctor.py) and ``push``
-(push.py). ``main(argv)`` returns the exit code: the command's own for ``run``,
+(tail.py), ``calls``/``calls stats`` (calls.py), ``migrate`` (migrate.py),
+``doctor`` (doctor.py), ``push`` (push.py), ``schedule``/``check``/``prune``
+(watch.py) and ``digest`` (digest.py). ``main(argv)`` returns the exit code: the command's own for ``run``,
 0 for success, 1 when something was found wrong, 2 for usage and setup errors.
 See docs/cli.md for the reference.
 """
@@ -14,9 +15,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from .. import __version__, autoattach
+from .. import __version__, autoattach, capture
 from ..errors import ConfigurationError, DeliveryError
-from . import doctor, migrate, push, tail, views, wrapper
+from . import calls, digest, doctor, migrate, push, tail, views, wrapper
+from . import watch as watch_commands
 from ._common import CommandError
 
 
@@ -37,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a command as one recorded run",
         description="Open a run, run COMMAND in it and record its logs (Python programs) or its output "
         "(any other command). Exits with the command's exit code.",
-        usage="supabase-log run [--script-name NAME] [--triggered-by WHO] [--mode MODE] -- COMMAND [ARGS...]",
+        usage="supabase-log run [--script-name NAME] [--triggered-by WHO] [--mode MODE] [--no-capture-print] -- COMMAND [ARGS...]",
     )
     p.add_argument("--script-name", "-n", help="the run's script_name (default: from the command)")
     p.add_argument(
@@ -59,15 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="stderr lines kept in error_message on failure (default 20)",
     )
     p.add_argument(
+        "--no-capture-print",
+        dest="capture_print",
+        action="store_false",
+        help="Python mode: do not store what the program prints (sets SUPABASE_LOG_CAPTURE_PRINT=false)",
+    )
+    p.add_argument(
         "command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the command, after --"
     )
     p.set_defaults(func=_cmd_run)
 
     views.add_parsers(sub)
     tail.add_parser(sub)
+    calls.add_parser(sub)
     migrate.add_parser(sub)
     doctor.add_parser(sub)
     push.add_parser(sub)
+    watch_commands.add_parsers(sub)
+    digest.add_parser(sub)
     return parser
 
 
@@ -79,12 +90,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         mode=args.mode,
         env_file=args.env_file,
         tail_lines=args.tail_lines,
+        capture_print=args.capture_print,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``supabase-log`` with ``argv`` (default: the process's arguments); returns the exit code."""
-    autoattach.detach()  # started from inside a wrapped program: this process records nothing itself
+    capture.uninstall()  # started from inside a wrapped program: this process records nothing itself
+    autoattach.detach()
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.func(args)

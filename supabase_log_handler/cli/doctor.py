@@ -1,12 +1,15 @@
-"""``supabase-log doctor``: check the setup and say exactly what to fix.
+"""``supabase-log doctor``: check that the handler can do its work, and say exactly what to fix.
 
-Owns the checks, each reported ``ok``/``FAIL`` (or ``--`` when it cannot be
-made) with the fix: the URL; the key's role (service role vs anon, read from the
-key itself); reachability of the REST API; that ``runs`` and ``logs`` exist, are
-readable with the key and have every column; and, given ``SUPABASE_DB_URL``,
-row level security, anon's privileges and the migration history (psycopg). With
-``SUPABASE_ANON_KEY`` set, it also checks that the anon key cannot read logs.
-Exit code 1 when a check fails.
+Owns the order of the checks and how they are shown. Each is ``ok``, ``FAIL``
+with its fix, or ``--`` (not checked here, or a note that is not a failure); a
+fix shared by several failures is printed once. The checks: the URL; the key's
+role (service role vs anon, read from the key itself); that the REST API answers
+as PostgREST does; then, through PostgREST (``probe.py``), each table the handler
+writes exists, has its columns and takes a real write probe that is deleted
+again; given ``SUPABASE_DB_URL`` (psycopg), the grants, row level security,
+policies and functions (``access.py``) and the migration history. With
+``SUPABASE_ANON_KEY`` set, it also checks that the anon key cannot read the
+tables. Exit code 1 when a check fails.
 """
 
 from __future__ import annotations
@@ -14,30 +17,17 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from ..config import FIELDS, Settings, key_role, load_settings, read_env_file
 from ..errors import ConfigurationError
-from ..sinks.local import LOG_COLUMNS, RUN_COLUMNS
+from . import access, probe
 from ._common import emit_json
+from .checks import FIX_MIGRATE, FIX_REPAIR, FIX_SERVICE_KEY, FIX_URL, Check
 from .migrate import DB_URL_ENV, INSTALL_HINT, database_url, load_migrations
 
-FIX_MIGRATE = "run `supabase-log migrate` (or paste `supabase-log migrate --print` into the dashboard's SQL editor)"
-FIX_SERVICE_KEY = (
-    "use the service role key: set SUPABASE_SERVICE_ROLE_KEY to the `service_role` (secret) key "
-    "from Project Settings -> API, not the anon/publishable key"
-)
 _URL = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?")
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool | None  # None: could not be checked
-    detail: str
-    fix: str | None = None
 
 
 def add_parser(sub: Any) -> None:
@@ -51,157 +41,75 @@ def _env(name: str, env_file: str | None) -> str | None:
     return os.environ.get(name) or read_env_file(env_file).get(name) or None
 
 
+def _key_check(key: str | None) -> tuple[Check, str | None]:
+    if not key:
+        return Check("key", False, "SUPABASE_SERVICE_ROLE_KEY is not set", FIX_SERVICE_KEY), None
+    role = key_role(key)
+    if role in ("anon", "authenticated"):
+        shape = " (a publishable key)" if key.startswith("sb_publishable_") else ""
+        detail = f"SUPABASE_SERVICE_ROLE_KEY is the {role} key{shape}, which cannot write logs"
+        return Check("key", False, detail, FIX_SERVICE_KEY), role
+    if role == "service_role":
+        return Check("key", True, "service role key"), role
+    detail = "not a Supabase key this version recognises (no role in it)"
+    return Check("key", None, detail, FIX_SERVICE_KEY), role
+
+
 def rest_checks(s: Settings, anon_key: str | None) -> list[Check]:
     import httpx
 
     assert s.url is not None
-    checks: list[Check] = []
     url = s.url.rstrip("/")
     if not _URL.fullmatch(url):
-        return [
-            Check(
-                "url",
-                False,
-                f"{url!r} is not a URL",
-                "set SUPABASE_URL to https://<project>.supabase.co",
-            )
-        ]
+        return [Check("url", False, f"{url!r} is not a URL", FIX_URL)]
     if url.endswith("/rest/v1"):
-        return [
-            Check(
-                "url",
-                False,
-                f"{url} includes /rest/v1",
-                f"set SUPABASE_URL to {url[: -len('/rest/v1')]}",
-            )
-        ]
-    checks.append(Check("url", True, url))
-    role = key_role(s.key) if s.key else None
+        return [Check("url", False, f"{url} includes /rest/v1", f"set SUPABASE_URL to {url[:-8]}")]
+    checks = [Check("url", True, url)]
+    key_check, role = _key_check(s.key)
+    checks.append(key_check)
     if not s.key:
-        checks.append(Check("key", False, "SUPABASE_SERVICE_ROLE_KEY is not set", FIX_SERVICE_KEY))
         return checks
-    if role in ("anon", "authenticated"):
-        checks.append(
-            Check(
-                "key",
-                False,
-                f"SUPABASE_SERVICE_ROLE_KEY is the {role} key, which cannot write logs",
-                FIX_SERVICE_KEY,
-            )
-        )
-    elif role == "service_role":
-        checks.append(Check("key", True, "service role key"))
-    else:
-        checks.append(
-            Check(
-                "key",
-                None,
-                "not a Supabase key this version recognises (no role in it)",
-                FIX_SERVICE_KEY,
-            )
-        )
-    headers = {"apikey": s.key, "Authorization": f"Bearer {s.key}", "Accept-Profile": s.schema}
+    headers = {
+        "apikey": s.key,
+        "Authorization": f"Bearer {s.key}",
+        "Accept-Profile": s.schema,
+        "Content-Profile": s.schema,
+    }
+    base = f"{url}/rest/v1"
     with httpx.Client(timeout=10.0, headers=headers) as client:
-        try:
-            answer = client.get(f"{url}/rest/v1/")
-        except httpx.HTTPError as exc:
-            checks.append(
-                Check(
-                    "reachable",
-                    False,
-                    f"cannot reach {url}: {exc}",
-                    "check SUPABASE_URL and the network",
-                )
-            )
+        reachable = _reachable(client, base, s, role)
+        checks.append(reachable)
+        if not reachable.ok:
             return checks
-        if answer.status_code in (401, 403) and role == "service_role":
-            checks.append(
-                Check(
-                    "reachable",
-                    False,
-                    f"the API refused the key: {_message(answer)}",
-                    "copy the service role key of this project again",
-                )
-            )
-            return checks
-        checks.append(
-            Check("reachable", True, f"{url}/rest/v1 answers (HTTP {answer.status_code})")
-        )
-        for table, columns in ((s.runs_table, RUN_COLUMNS), (s.logs_table, LOG_COLUMNS)):
-            checks.extend(_table_checks(client, url, s.schema, table, columns, role))
+        checks.extend(probe.table_checks(client, base, s, role))
     if anon_key:
-        checks.append(_anon_check(url, s, anon_key))
+        checks.append(_anon_check(base, s, anon_key))
     return checks
 
 
-def _message(answer: Any) -> str:
+def _reachable(client: Any, base: str, s: Settings, role: str | None) -> Check:
+    """The API root answers; any answer that is not PostgREST's (a 404 page) is a wrong URL."""
+    import httpx
+
     try:
-        body = answer.json()
-        return f"{body.get('code')}: {body.get('message')}"
-    except Exception:
-        return f"HTTP {answer.status_code}"
-
-
-def _code(answer: Any) -> str:
-    try:
-        return str(answer.json().get("code") or "")
-    except Exception:
-        return ""
-
-
-def _table_checks(
-    client: Any, url: str, schema: str, table: str, columns: tuple[str, ...], role: str | None
-) -> list[Check]:
-    name = f"{schema}.{table}"
-    answer = client.get(f"{url}/rest/v1/{table}", params={"select": "id", "limit": "1"})
-    code = _code(answer)
-    if answer.status_code == 404 or code in ("PGRST205", "42P01"):
-        return [Check(f"table {table}", False, f"{name} does not exist", FIX_MIGRATE)]
-    if answer.status_code in (401, 403) or code == "42501":
-        fix = (
-            FIX_SERVICE_KEY
-            if role != "service_role"
-            else "run `supabase-log migrate` (it grants service_role access)"
+        answer = client.get(f"{base}/")
+        if answer.status_code >= 400 and not probe.is_postgrest(answer):
+            # Some servers do not serve the API root: ask a table, which PostgREST always answers.
+            answer = client.get(f"{base}/{s.runs_table}", params={"select": "id", "limit": "0"})
+    except httpx.HTTPError as exc:
+        return Check(
+            "reachable", False, f"cannot reach {base}: {exc}", FIX_URL + "; check the network"
         )
-        return [
-            Check(f"table {table}", False, f"permission denied on {name} ({_message(answer)})", fix)
-        ]
-    if code == "PGRST106":
-        return [
-            Check(
-                f"table {table}",
-                False,
-                f"schema {schema} is not exposed",
-                "add it under Project Settings -> API -> Exposed schemas, or set SUPABASE_LOG_SCHEMA",
-            )
-        ]
-    if answer.status_code >= 300:
-        return [Check(f"table {table}", False, f"{name}: {_message(answer)}", FIX_MIGRATE)]
-    checks = [Check(f"table {table}", True, f"{name} exists and the key can read it")]
-    answer = client.get(
-        f"{url}/rest/v1/{table}", params={"select": ",".join(columns), "limit": "0"}
-    )
-    if answer.status_code < 300:
-        checks.append(Check(f"columns {table}", True, f"all {len(columns)} columns present"))
-        return checks
-    missing = [
-        c
-        for c in columns
-        if client.get(f"{url}/rest/v1/{table}", params={"select": c, "limit": "0"}).status_code
-        >= 300
-    ]
-    detail = (
-        f"{name} lacks column(s): {', '.join(missing)}"
-        if missing
-        else f"{name}: {_message(answer)}"
-    )
-    checks.append(
-        Check(f"columns {table}", False, detail, FIX_MIGRATE + " (it adds missing columns)")
-    )
-    return checks
+    if answer.status_code in (401, 403) and role == "service_role":
+        detail = f"the API refused the key: {probe.message(answer)}"
+        return Check("reachable", False, detail, "copy the service role key of this project again")
+    if answer.status_code < 400 or probe.is_postgrest(answer):
+        return Check("reachable", True, f"{base} answers as PostgREST (HTTP {answer.status_code})")
+    detail = f"{base} answers HTTP {answer.status_code}, not as the Supabase REST API"
+    return Check("reachable", False, detail, FIX_URL)
 
 
-def _anon_check(url: str, s: Settings, anon_key: str) -> Check:
+def _anon_check(base: str, s: Settings, anon_key: str) -> Check:
     import httpx
 
     headers = {
@@ -212,7 +120,7 @@ def _anon_check(url: str, s: Settings, anon_key: str) -> Check:
     open_tables = []
     with httpx.Client(timeout=10.0, headers=headers) as client:
         for table in (s.runs_table, s.logs_table):
-            answer = client.get(f"{url}/rest/v1/{table}", params={"select": "id", "limit": "1"})
+            answer = client.get(f"{base}/{table}", params={"select": "id", "limit": "1"})
             if answer.status_code < 300 and answer.json():
                 open_tables.append(table)
     if open_tables:
@@ -220,91 +128,63 @@ def _anon_check(url: str, s: Settings, anon_key: str) -> Check:
             "anon access",
             False,
             f"the anon key can read {', '.join(open_tables)}",
-            "enable row level security: " + FIX_MIGRATE,
+            FIX_REPAIR,
         )
     return Check("anon access", True, "the anon key cannot read runs or logs")
 
 
-def db_checks(db_url: str, s: Settings) -> list[Check]:
+def db_checks(db_url: str, s: Settings) -> tuple[list[Check], bool]:
+    """The database's side, and whether no shipped migration is recorded yet."""
     try:
         import psycopg
     except ImportError:
-        return [Check("database", None, "psycopg is not installed", INSTALL_HINT)]
-    checks: list[Check] = []
+        return [Check("database", None, "psycopg is not installed", INSTALL_HINT)], False
     try:
         conn = psycopg.connect(db_url, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        return [
-            Check("database", False, f"cannot connect: {str(exc).strip()}", f"check {DB_URL_ENV}")
-        ]
+        detail = f"cannot connect: {str(exc).strip()}"
+        return [Check("database", False, detail, f"check {DB_URL_ENV}")], False
+    migrations = load_migrations()
     with conn:
-        checks.append(Check("database", True, "connected"))
-        for table in (s.runs_table, s.logs_table):
-            name = f"{s.schema}.{table}"
-            row = conn.execute(
-                "select c.relrowsecurity from pg_class c join pg_namespace n on n.oid = c.relnamespace"
-                " where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p')",
-                (s.schema, table),
-            ).fetchone()
-            if row is None:
-                checks.append(Check(f"rls {table}", False, f"{name} does not exist", FIX_MIGRATE))
-                continue
-            if not row[0]:
-                checks.append(
-                    Check(
-                        f"rls {table}",
-                        False,
-                        f"row level security is off on {name}: a leaked anon key could read or change it",
-                        f"{FIX_MIGRATE}; or in the SQL editor: alter table {name} enable row level security;",
-                    )
-                )
-            else:
-                checks.append(Check(f"rls {table}", True, f"row level security is on for {name}"))
-            anon = conn.execute(
-                "select exists (select 1 from pg_roles where rolname = 'anon')"
-                " and (has_table_privilege('anon', %s, 'select') or has_table_privilege('anon', %s, 'insert')"
-                " or has_table_privilege('anon', %s, 'update') or has_table_privilege('anon', %s, 'delete'))",
-                (name, name, name, name),
-            ).fetchone()
-            if anon and anon[0]:
-                checks.append(
-                    Check(
-                        f"grants {table}",
-                        False,
-                        f"the anon role has privileges on {name}",
-                        FIX_MIGRATE + " (it revokes them)",
-                    )
-                )
-        history = conn.execute(
-            "select to_regclass('supabase_migrations.schema_migrations') is not null"
-        ).fetchone()
-        recorded: set[str] = set()
-        if history and history[0]:
-            recorded = {
-                str(r[0])
-                for r in conn.execute(
-                    "select version from supabase_migrations.schema_migrations"
-                ).fetchall()
-            }
-        missing = [m.path.name for m in load_migrations() if m.version not in recorded]
-        if missing:
-            checks.append(
-                Check(
-                    "migrations",
-                    False,
-                    f"not recorded as applied: {', '.join(missing)}",
-                    FIX_MIGRATE,
-                )
-            )
-        else:
-            checks.append(
-                Check(
-                    "migrations",
-                    True,
-                    "every migration is recorded in supabase_migrations.schema_migrations",
-                )
-            )
-    return checks
+        checks = [Check("database", True, "connected")]
+        checks.extend(access.access_checks(conn, s))
+        checks.extend(access.function_checks(conn, [m.sql for m in migrations]))
+        history, recorded = history_check(conn, migrations)
+        checks.append(history)
+        checks.append(maintenance_jobs_check(conn))
+    return checks, recorded == 0
+
+
+def history_check(conn: Any, migrations: list[Any]) -> tuple[Check, int]:
+    """Every shipped migration is recorded in the Supabase CLI's history table (and how many are)."""
+    history = conn.execute(
+        "select to_regclass('supabase_migrations.schema_migrations') is not null"
+    ).fetchone()
+    recorded: set[str] = set()
+    if history and history[0]:
+        rows = conn.execute("select version from supabase_migrations.schema_migrations")
+        recorded = {str(r[0]) for r in rows.fetchall()}
+    missing = [m.path.name for m in migrations if m.version not in recorded]
+    count = len(migrations) - len(missing)
+    if missing:
+        detail = f"not recorded as applied: {', '.join(missing)}"
+        return Check("migrations", False, detail, FIX_MIGRATE), count
+    detail = "every migration is recorded in supabase_migrations.schema_migrations"
+    return Check("migrations", True, detail), count
+
+
+# -- watch: the pg_cron jobs of the watch migration (supabase_log_handler/watch/maintenance.py)
+def maintenance_jobs_check(conn: Any) -> Check:
+    """Whether pg_cron runs the reaper and the retention ("--" when pg_cron is not installed)."""
+    from ..watch.maintenance import cron_status
+
+    try:
+        ok, detail, fix = cron_status(conn)
+    except Exception as exc:  # e.g. no access to the cron schema
+        return Check("pg_cron jobs", None, f"not checked: {str(exc).strip()}")
+    if ok is None and fix:  # a note, not a failure: its advice is part of what it says
+        return Check("pg_cron jobs", None, f"{detail}; {fix}")
+    return Check("pg_cron jobs", ok, detail, fix)
 
 
 def run_checks(env_file: str | None, db_url: str | None) -> list[Check]:
@@ -325,16 +205,29 @@ def run_checks(env_file: str | None, db_url: str | None) -> list[Check]:
     else:
         checks.extend(rest_checks(s, _env("SUPABASE_ANON_KEY", env_file)))
     if db_url:
-        checks.extend(db_checks(db_url, s))
+        found, fresh = db_checks(db_url, s)
+        checks.extend(found)
+        if fresh:  # nothing recorded yet: a plain `migrate` applies (and so repairs) everything
+            for c in checks:
+                c.fix = FIX_MIGRATE if c.fix == FIX_REPAIR else c.fix
     else:
-        checks.append(
-            Check(
-                "rls",
-                None,
-                f"not checked: set {DB_URL_ENV} to check row level security and the migrations",
-            )
+        detail = (
+            f"not checked: set {DB_URL_ENV} to check grants, row level security and the migrations"
         )
+        checks.append(Check("rls", None, detail))
     return checks
+
+
+def show(checks: list[Check]) -> None:
+    """One line per check; a fix under the first failure that needs it, not again."""
+    width = max(len(c.name) for c in checks)
+    given: set[str] = set()
+    for c in checks:
+        mark = "ok" if c.ok else "FAIL" if c.ok is False else "--"
+        print(f"  {mark:<4}  {c.name:<{width}}  {c.detail}")
+        if c.fix and c.ok is not True and c.fix not in given:
+            given.add(c.fix)
+            print(f"  {'':<4}  {'':<{width}}  fix: {c.fix}")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -343,16 +236,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     if args.json:
         emit_json([asdict(c) for c in checks])
         return 1 if failed else 0
-    width = max(len(c.name) for c in checks)
-    for c in checks:
-        mark = "ok" if c.ok else "FAIL" if c.ok is False else "--"
-        print(f"  {mark:<4}  {c.name:<{width}}  {c.detail}")
-        if c.fix and c.ok is not True:
-            print(f"  {'':<4}  {'':<{width}}  fix: {c.fix}")
-    print(
-        "all checks passed"
-        if not failed
-        else f"{len(failed)} problem{'s' if len(failed) != 1 else ''} found",
-        file=sys.stdout,
-    )
+    show(checks)
+    fixes = len({c.fix for c in failed if c.fix})
+    if not failed:
+        print("all checks passed")
+    else:
+        print(
+            f"{len(failed)} check{'s' if len(failed) != 1 else ''} failed; "
+            f"{fixes} fix{'es' if fixes != 1 else ''} above"
+        )
     return 1 if failed else 0

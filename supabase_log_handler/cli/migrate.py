@@ -7,8 +7,12 @@ imported only here). Each file runs in one transaction together with its row in
 the Supabase CLI's own history table,
 ``supabase_migrations.schema_migrations(version, statements, name)``, under an
 advisory lock, so running it again (or twice at once) applies nothing twice and
-``supabase db push`` agrees about what is applied. ``--print`` writes the same
-SQL, history rows included, for the dashboard's SQL editor.
+``supabase db push`` agrees about what is applied. ``--repair`` re-applies every
+migration, recorded or not (each is written to be applied again: grants,
+policies, functions and missing columns come back). After either, the access
+the handler needs is checked (``access.py``) and what is still wrong is named.
+``--print`` writes the same SQL, history rows included, for the dashboard's SQL
+editor.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import read_env_file
+from ..config import Settings, load_settings, read_env_file
+from ..errors import ConfigurationError
+from . import access
 from ._common import CommandError
+from .checks import FIX_REPAIR, Check
 
 DB_URL_ENV = "SUPABASE_DB_URL"
 INSTALL_HINT = (
@@ -52,7 +59,7 @@ class Migration:
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "migrate",
-        help="create or update the runs and logs tables",
+        help="create or update the tables (runs, logs, integration_logs)",
         description=f"Apply the migrations to {DB_URL_ENV} (the database connection string from the "
         "project's Database settings), recording them in supabase_migrations.schema_migrations.",
     )
@@ -62,6 +69,12 @@ def add_parser(sub: Any) -> None:
         dest="print_sql",
         action="store_true",
         help="write the SQL for the dashboard's SQL editor instead",
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-apply every migration, also those already recorded: restores grants, row level "
+        "security, policies and functions changed since (and the default read policies)",
     )
     p.add_argument(
         "--dir", help="apply the migrations in this directory instead of the shipped ones"
@@ -198,10 +211,20 @@ def import_psycopg() -> Any:
     return psycopg
 
 
-def apply(db_url: str, migrations: list[Migration]) -> list[tuple[Migration, bool]]:
-    """Apply what is not yet recorded; returns (migration, applied_now) in order."""
+def apply(
+    db_url: str,
+    migrations: list[Migration],
+    *,
+    repair: bool = False,
+    settings: Settings | None = None,
+) -> tuple[list[tuple[Migration, str]], list[Check]]:
+    """Apply what is not yet recorded (with ``repair``, every migration again).
+
+    Returns (migration, "applied" | "re-applied" | "already applied") in order, and the
+    failed access checks that remain afterwards (given ``settings``).
+    """
     psycopg = import_psycopg()
-    results: list[tuple[Migration, bool]] = []
+    results: list[tuple[Migration, str]] = []
     with psycopg.connect(db_url, autocommit=True, connect_timeout=15) as conn:
         with conn.transaction():
             conn.execute("select pg_advisory_xact_lock(%s)", (LOCK_KEY,))
@@ -213,16 +236,24 @@ def apply(db_url: str, migrations: list[Migration]) -> list[tuple[Migration, boo
                     "select 1 from supabase_migrations.schema_migrations where version = %s",
                     (m.version,),
                 ).fetchone()
-                if done:
-                    results.append((m, False))
+                if done and not repair:
+                    results.append((m, "already applied"))
                     continue
                 conn.execute(m.sql)
+                if done:
+                    results.append((m, "re-applied"))
+                    continue
                 conn.execute(
                     "insert into supabase_migrations.schema_migrations (version, statements, name) values (%s, %s, %s)",
                     (m.version, m.statements, m.name),
                 )
-                results.append((m, True))
-    return results
+                results.append((m, "applied"))
+        remaining: list[Check] = []
+        if settings is not None:
+            found = access.access_checks(conn, settings)
+            found += access.function_checks(conn, [m.sql for m in migrations])
+            remaining = access.needs_repair(found)
+    return results, remaining
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -239,15 +270,43 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         )
     psycopg = import_psycopg()
     try:
-        results = apply(db_url, migrations)
+        s: Settings | None = load_settings({"sink": "local"}, env_file=args.env_file)
+    except ConfigurationError:
+        s = None  # the tables' names cannot be read: apply, but do not check access
+    try:
+        results, remaining = apply(db_url, migrations, repair=args.repair, settings=s)
     except psycopg.Error as exc:
         raise CommandError(
             f"migration failed, nothing of it was applied: {str(exc).strip()}", code=1
         ) from None
-    for m, applied in results:
-        print(f"{'applied' if applied else 'already applied'}: {m.path.name}")
-    fresh = sum(1 for _, applied in results if applied)
+    for m, done in results:
+        print(f"{done}: {m.path.name}")
+    fresh = sum(1 for _, done in results if done != "already applied")
+    count = f"{len(results)} migration{'s' if len(results) != 1 else ''}"
+    _schedule_maintenance(db_url)
+    if not remaining:
+        print(f"database is up to date ({count}, {fresh} applied now)")
+        return 0
     print(
-        f"database is up to date ({len(results)} migration{'s' if len(results) != 1 else ''}, {fresh} applied now)"
+        f"the migrations are recorded ({count}, {fresh} applied now), but the database still differs:"
     )
-    return 0
+    for c in remaining:
+        print(f"  {c.name}: {c.detail}")
+    if args.repair:
+        print("`--repair` could not fix this: run `supabase-log doctor` for details")
+    else:
+        print(f"fix: {FIX_REPAIR}")
+    return 1
+
+
+def _schedule_maintenance(db_url: str) -> None:
+    """The reaper and the retention as pg_cron jobs, when pg_cron is installed (watch/maintenance.py)."""
+    from ..watch.maintenance import schedule_jobs
+
+    psycopg = import_psycopg()
+    try:
+        print(schedule_jobs(db_url))
+    except psycopg.Error as exc:
+        raise CommandError(
+            f"scheduling the pg_cron jobs failed: {str(exc).strip()}", code=1
+        ) from None

@@ -1,29 +1,36 @@
 """``supabase-log push``: send the spool and the local store to Supabase, exactly once.
 
-Owns the upload. The spool is replayed with the handler's own ``Sender``
-(``replay_once`` leases entries, so concurrent processes never send one twice).
-The local store is uploaded runs first (each run's full row, merged by id), then
-log rows in chunks (ignored when their id is already there), and every uploaded
-row is marked pushed. Ids make a repeated or interrupted push harmless: nothing is
-ever stored twice. Rows Supabase refuses are isolated, reported and left unpushed.
+Owns the upload. The spool is replayed with the handler's own sender logic: each
+segment nobody holds is taken (its lock is this process's while it sends) and
+sent in chunks, its progress written after each one, so concurrent pushes and
+jobs never send one row twice at once (and ids make a repeat harmless). The
+local store is uploaded runs first (each run's full row, merged by id), then
+log rows in chunks (ignored when their id is already there), then integration
+calls (merged by id: a call's latest state wins), and every uploaded row is
+marked pushed. Rows Supabase refuses are isolated, reported and left
+unpushed (local store) or kept as dead letters (spool).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from typing import Any
 
 from ..config import Settings
+from ..delivery import Deliverer
 from ..diagnostics import Diagnostics
-from ..errors import DataError, DeliveryError
+from ..errors import DeliveryError
+from ..ledger import Ledger
+from ..local_integration import CALL_COLUMNS
 from ..pipeline import make_sink
-from ..queue import RecordQueue
+from ..queue import Intake
 from ..retry import Breaker
+from ..rows import Entry, encode
 from ..sender import Sender
-from ..sinks import Sink
-from ..sinks.local import LocalSink
+from ..sinks.local import LOG_COLUMNS, RUN_COLUMNS, LocalSink
 from ..spool import Spool
-from ..stats import Stats
+from ..spool_files import pending_segments, read_dead_letters
 from ._common import CommandError, emit_json, note, settings
 
 CHUNK = 500
@@ -39,103 +46,92 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_push)
 
 
-def push_spool(s: Settings) -> tuple[int, int, str | None]:
-    """Replay the spool until it is empty or Supabase fails: (delivered, still pending, error)."""
-    path = s.resolved_spool_path
-    if not path.exists():
-        return 0, 0, None
-    spool = Spool(path, max_bytes=s.max_spool_bytes, destination=s.destination)
-    stats = Stats()
-    diag = Diagnostics(interval_s=3600.0)
-    sender = Sender(
-        sink_factory=lambda: make_sink(s),
-        build_logs=lambda raw: [],  # replay only sends rows that are already built
-        spool=spool,
-        record_queue=RecordQueue(max_rows=s.max_queue_rows, max_bytes=s.max_queue_bytes),
+def _deliverer(s: Settings, sink_factory: Any = None) -> Deliverer:
+    return Deliverer(
+        sink_factory=sink_factory or (lambda: make_sink(s)),
         breaker=Breaker(probe_interval_s=s.probe_interval_s),
-        stats=stats,
-        diagnostics=diag,
         runs_table=s.runs_table,
+        logs_table=s.logs_table,
         retry_deadline_s=s.retry_deadline_s,
         retry_max_wait_s=s.retry_max_wait_s,
-        replay_rows=s.max_batch_rows,
-        lease_s=3 * s.request_timeout_s + s.retry_deadline_s,
+        run_row=lambda run_id: None,
     )
-    delivered = 0
+
+
+def replayer(s: Settings, diagnostics: Diagnostics | None = None) -> Sender:
+    """A sender with no thread and no queue, that only replays the spool of ``s``."""
+    intake = Intake(max_rows=1, max_bytes=1)
+    return Sender(
+        ledger=Ledger(intake, runs_table=s.runs_table, logs_table=s.logs_table),
+        deliverer=_deliverer(s),
+        spool=Spool(s.resolved_spool_path, max_bytes=s.max_spool_bytes, destination=s.destination,
+                    runs_table=s.runs_table),
+        diagnostics=diagnostics or Diagnostics(interval_s=3600.0),
+        run_row=lambda run_id: None,
+        wake_worker=lambda: None,
+        counters=Counter(),
+        replay_rows=s.max_batch_rows,
+        replay_bytes=s.max_batch_bytes,
+    )
+
+
+def push_spool(s: Settings) -> tuple[int, int, str | None]:
+    """Replay the spool until it is empty or Supabase fails: (sent, segments left, error)."""
+    if not s.resolved_spool_path.is_dir():
+        return 0, 0, None
+    diag = Diagnostics(interval_s=3600.0, enabled=False)
+    sender = replayer(s, diag)
+    sent = 0
     try:
         while True:
-            n = sender.replay_once()
-            delivered += n
+            n = sender.replay_once(foreign=True)
             if n == 0:
                 break
-        pending = spool.pending()
+            sent += n
     finally:
-        sender.close()
-        spool.close()
-    return delivered, pending, diag.last_error if pending else None
-
-
-def _insert_isolating(
-    remote: Sink, table: str, rows: list[dict[str, Any]], refused: list[tuple[str, str]]
-) -> list[str]:
-    """Insert rows; returns the ids stored. Refused rows are found by halving and reported."""
-    try:
-        remote.insert_rows(table, rows)
-        return [str(r["id"]) for r in rows]
-    except DataError as exc:
-        if len(rows) == 1:
-            refused.append((str(rows[0]["id"]), str(exc)))
-            return []
-    mid = len(rows) // 2
-    return _insert_isolating(remote, table, rows[:mid], refused) + _insert_isolating(
-        remote, table, rows[mid:], refused
-    )
+        sender.deliverer.close()
+        if sender.spool is not None:
+            sender.spool.close()
+    left = len(pending_segments(s.resolved_spool_path, s.destination))
+    return sent, left, diag.last_error if left else None
 
 
 def push_local(s: Settings) -> dict[str, Any]:
-    """Upload the local store's unpushed runs, then logs; mark them pushed."""
+    """Upload the local store's unpushed runs, then logs, then calls; mark them pushed."""
     path = s.resolved_local_path
-    counts: dict[str, Any] = {"runs": 0, "logs": 0, "refused": []}
+    counts: dict[str, Any] = {"runs": 0, "logs": 0, "calls": 0, "refused": []}
     if not path.exists():
         return counts
-    local = LocalSink(path, runs_table=s.runs_table, logs_table=s.logs_table)
-    remote = make_sink(s)
+    local = LocalSink(path, runs_table=s.runs_table, logs_table=s.logs_table,
+                      integration_logs_table=s.integration_logs_table)  # fmt: skip
+    deliverer = _deliverer(s)
     refused: list[tuple[str, str]] = []
     try:
-        skip: set[str] = set()
-        while True:
-            rows = [
-                r
-                for r in local.unpushed(s.runs_table, CHUNK + len(skip))
-                if str(r["id"]) not in skip
-            ]
-            if not rows:
-                break
-            for row in rows:
-                try:
-                    remote.upsert_run(s.runs_table, row, final=True)
-                except DataError as exc:
-                    refused.append((str(row["id"]), str(exc)))
-                    skip.add(str(row["id"]))
-                    continue
-                local.mark_pushed(s.runs_table, [str(row["id"])])
-                counts["runs"] += 1
-        skip = set()
-        while True:
-            rows = [
-                r
-                for r in local.unpushed(s.logs_table, CHUNK + len(skip))
-                if str(r["id"]) not in skip
-            ]
-            if not rows:
-                break
-            before = len(refused)
-            stored = _insert_isolating(remote, s.logs_table, rows, refused)
-            skip.update(i for i, _ in refused[before:])
-            local.mark_pushed(s.logs_table, stored)
-            counts["logs"] += len(stored)
+        tables = ((s.runs_table, True, "runs"), (s.logs_table, False, "logs"),
+                  (s.integration_logs_table, True, "calls"))  # fmt: skip
+        for table, merge, key in tables:
+            skip: set[str] = set()
+            while True:
+                rows = [r for r in local.unpushed(table, CHUNK + len(skip)) if str(r["id"]) not in skip]
+                if not rows:
+                    break
+                known = {s.runs_table: RUN_COLUMNS, s.logs_table: LOG_COLUMNS}.get(table, CALL_COLUMNS)
+                entries: list[Entry] = [
+                    (0, table, merge, str(r["id"]), r.get("run_id") if table != s.runs_table else None,
+                     1000, encode({k: v for k, v in r.items() if k in known or v is not None}))
+                    for r in rows
+                ]
+                outcome = deliverer.deliver(entries)
+                if outcome.error is not None:
+                    raise outcome.error
+                for entry, error in outcome.dead:
+                    refused.append((entry[3], str(error)))
+                    skip.add(entry[3])
+                stored = [e[3] for e in outcome.delivered]
+                local.mark_pushed(table, stored)
+                counts[key] += len(stored)
     finally:
-        remote.close()
+        deliverer.close()
         local.close()
     counts["refused"] = [{"id": i, "error": e} for i, e in refused]
     return counts
@@ -156,11 +152,14 @@ def cmd_push(args: argparse.Namespace) -> int:
             + " (run it again: nothing is sent twice)",
             code=1,
         ) from None
+    dead = read_dead_letters(s.resolved_spool_path, s.destination)
     result = {
         "spool_delivered": spooled,
         "spool_pending": pending,
+        "dead_letters": len(dead),
         "runs": local["runs"],
         "logs": local["logs"],
+        "calls": local["calls"],
         "refused": local["refused"],
         "local_store": str(s.resolved_local_path),
         "spool": str(s.resolved_spool_path),
@@ -169,13 +168,16 @@ def cmd_push(args: argparse.Namespace) -> int:
         emit_json(result)
     else:
         print(
-            f"pushed {local['runs']} run(s) and {local['logs']} log row(s) from the local store {s.resolved_local_path}; "
+            f"pushed {local['runs']} run(s), {local['logs']} log row(s) and {local['calls']} call(s) "
+            f"from the local store {s.resolved_local_path}; "
             f"{spooled} spooled entr{'y' if spooled == 1 else 'ies'} delivered"
         )
         for item in local["refused"]:
             note(f"Supabase refused row {item['id']}: {item['error']} (left in the local store)")
         if pending:
             note(
-                f"{pending} spooled entries are still pending: {spool_error or 'Supabase did not accept them'}"
+                f"{pending} spool segment(s) still pending: {spool_error or 'Supabase did not accept them, or another process holds them'}"
             )
+        if dead:
+            note(f"{len(dead)} dead letter(s) kept in {s.resolved_spool_path} (*.dead): rows the database refused")
     return 1 if pending or local["refused"] else 0

@@ -10,10 +10,10 @@ by script name) for machines.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from typing import Any
 
 from ..sinks import Filter, Sink
+from ..watch.summary import summarize
 from ._common import (
     CommandError,
     emit_json,
@@ -76,7 +76,8 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser(
         "stats",
         help="per-script summary",
-        description="Per script: runs, outcomes, duration, records, last run.",
+        description="Per script: runs, outcomes, success rate, duration (average, p50, p95, max), "
+        "records, API cost, last run.",
     )
     p.add_argument(
         "--since", default="7d", help="runs started since (default 7d): 30m, 24h, 7d or an ISO date"
@@ -258,46 +259,13 @@ def cmd_errors(args: argparse.Namespace) -> int:
 
 
 # -- stats -------------------------------------------------------------------------------
-_RECORDS = ("fetched", "inserted", "updated", "failed")
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-
-
 def compute_stats(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per script: total, succeeded, failed, running, average duration, record sums, last run."""
-    out: dict[str, dict[str, Any]] = {}
-    durations: dict[str, list[int]] = {}
-    for r in sorted(runs, key=lambda r: parse_time(r.get("started_at")) or _EPOCH):
-        name = str(r.get("script_name"))
-        st = out.setdefault(
-            name,
-            {
-                "total": 0,
-                "succeeded": 0,
-                "failed": 0,
-                "running": 0,
-                "avg_duration_ms": None,
-                "records": dict.fromkeys(_RECORDS, 0),
-                "last_run": None,
-            },
-        )
-        st["total"] += 1
-        status = r.get("status")
-        st[
-            "succeeded" if status == "success" else "failed" if status == "error" else "running"
-        ] += 1
-        if r.get("duration_ms") is not None:
-            durations.setdefault(name, []).append(int(r["duration_ms"]))
-        for key in _RECORDS:
-            st["records"][key] += int(r.get(f"records_{key}") or 0)
-        st["last_run"] = {
-            "id": r.get("id"),
-            "started_at": r.get("started_at"),
-            "status": status,
-            "duration_ms": r.get("duration_ms"),
-        }
-    for name, values in durations.items():
-        out[name]["avg_duration_ms"] = round(sum(values) / len(values))
-    return dict(sorted(out.items()))
+    """Per script: outcomes, success rate, duration average/p50/p95/max, records, calls, cost, last run."""
+    return summarize(runs)
+
+
+def show_cost(value: Any) -> str:
+    return f"{float(value):.4f}".rstrip("0").rstrip(".") if value else "0"
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -321,9 +289,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
             "FAILED",
             "RUNNING",
             "AVG DURATION",
+            "P50",
+            "P95",
+            "MAX",
             "FETCHED",
             "INSERTED",
             "UPDATED",
+            "REC FAILED",
+            "COST",
             "LAST RUN (UTC)",
             "LAST STATUS",
         ),
@@ -335,9 +308,14 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 st["failed"],
                 st["running"],
                 show_duration(st["avg_duration_ms"]),
+                show_duration(st["p50_duration_ms"]),
+                show_duration(st["p95_duration_ms"]),
+                show_duration(st["max_duration_ms"]),
                 st["records"]["fetched"],
                 st["records"]["inserted"],
                 st["records"]["updated"],
+                st["records"]["failed"],
+                show_cost(st["api_cost"]),
                 show_time(st["last_run"]["started_at"]),
                 st["last_run"]["status"],
             )

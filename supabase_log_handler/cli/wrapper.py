@@ -7,7 +7,8 @@ becomes rows. The wrapper opens the run (exported to the command through
 * Python commands (``python script.py``, ``python -m pkg``, a ``#!...python``
   script): ``_inject`` goes first on ``PYTHONPATH`` so the handler attaches to
   the root logger inside the program and every Python child it starts
-  (``autoattach.py``); their records are the rows.
+  (``autoattach.py``); their records are the rows, and so is what they print
+  (``capture.py``; ``--no-capture-print`` turns that off).
 * Any other command: each stdout line is an INFO row, each stderr line a
   WARNING row (ERROR when it looks like an error), both still echoed.
 
@@ -36,6 +37,9 @@ from types import FrameType
 from typing import IO, Any
 
 from .. import autoattach
+from .._cmdline import mask_argv
+from .._scriptname import code_argument, name_for_code
+from ..capture import ENV_CAPTURE_PRINT
 from ..config import read_env_file
 from ..errors import ConfigurationError
 from ..handler import SupabaseHandler
@@ -74,7 +78,10 @@ def is_python_command(argv: list[str]) -> bool:
 
 
 def default_script_name(argv: list[str], python: bool) -> str:
-    """``python sync.py`` -> sync, ``python -m jobs.sync`` -> jobs.sync, ``bash x.sh`` -> x, ``./job`` -> job."""
+    """``python sync.py`` -> sync, ``python -m jobs.sync`` -> jobs.sync, ``bash x.sh`` -> x, ``./job`` -> job.
+
+    ``python -c CODE`` is named after the module CODE imports, else ``python-c`` (``_scriptname``).
+    """
     exe = Path(argv[0]).name
     args = argv[1:]
     if python and _PYTHON_NAME.match(exe):
@@ -85,8 +92,8 @@ def default_script_name(argv: list[str], python: bool) -> str:
                 return args[i + 1]
             if a.startswith("-m") and len(a) > 2:
                 return a[2:]
-            if a == "-c" or a.startswith("-c"):
-                return "python"
+            if a.startswith("-c"):
+                return name_for_code(code_argument(args[i:]))
             if a in _PY_OPTS_WITH_VALUE:
                 i += 2
                 continue
@@ -170,8 +177,10 @@ def _output_logger(handler: SupabaseHandler, name: str) -> logging.Logger:
     return logger
 
 
-def _child_env(python: bool, env_file: str | None) -> dict[str, str]:
+def _child_env(python: bool, env_file: str | None, capture_print: bool = True) -> dict[str, str]:
     env = dict(os.environ)
+    if not capture_print:
+        env[ENV_CAPTURE_PRINT] = "false"
     if env_file:  # the command reads the same settings as the wrapper
         for key, value in read_env_file(env_file).items():
             if key.startswith("SUPABASE_") or key in ("DEBUG",):
@@ -195,22 +204,40 @@ def _from_terminal(signum: int) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _forwarding(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    """Pass the signals we receive on to the command while it runs."""
+class _Forwarder:
+    """Passes the signals we receive on to the command; installed before it starts, so a
+    signal that arrives while it starts is held and passed on as soon as it runs."""
 
-    def forward(signum: int, frame: FrameType | None) -> None:
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pending: list[int] = []
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
         if _from_terminal(signum):
             return  # the command got it from the terminal already
+        if self.proc is None:
+            self.pending.append(signum)
+            return
         with contextlib.suppress(ProcessLookupError, OSError):
-            proc.send_signal(signum)
+            self.proc.send_signal(signum)
 
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        for signum in self.pending:
+            self(signum, None)
+        self.pending.clear()
+
+
+@contextlib.contextmanager
+def _forwarding() -> Iterator[_Forwarder]:
+    """Signal handlers that forward to the command while it runs (``started(proc)`` names it)."""
+    forward = _Forwarder()
     previous: dict[int, Any] = {}
     for sig in FORWARDED:
         with contextlib.suppress(ValueError, OSError):  # not the main thread
             previous[sig] = signal.signal(sig, forward)
     try:
-        yield
+        yield forward
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
@@ -229,6 +256,7 @@ def run_command(
     mode: str = "auto",
     env_file: str | None = None,
     tail_lines: int = 20,
+    capture_print: bool = True,
 ) -> int:
     """Run ``command`` as one run; returns its exit code."""
     if command and command[0] == "--":
@@ -249,26 +277,28 @@ def run_command(
         return _run_unrecorded(command)
     s = handler.settings
     name = script_name or s.script_name or default_script_name(command, python)
-    shown = handler.redactor.text(shlex.join(command))[:2000]
+    flags = [k for k in s.redact_keys.split(",") if k.strip().startswith("-")]
+    shown = shlex.join(mask_argv(command, handler.redactor, flags=flags))[:2000]
     run = Run(
         name,
         triggered_by=triggered_by or s.triggered_by,
         metadata={"command": shown, "wrapper": "python" if python else "output"},
     )
     run.activate()
-    env = _child_env(python, env_file)
+    env = _child_env(python, env_file, capture_print)
     rc = _execute(command, env, run, handler, python=python, tail_lines=tail_lines)
     handler.close(s.shutdown_timeout_s)
     return rc
 
 
 def _run_unrecorded(command: list[str]) -> int:
-    try:
-        proc = subprocess.Popen(command)
-    except OSError as exc:
-        note(f"cannot start {command[0]!r}: {exc.strerror or exc}")
-        return 127 if isinstance(exc, FileNotFoundError) else 126
-    with _forwarding(proc):
+    with _forwarding() as forward:
+        try:
+            proc = subprocess.Popen(command)
+        except OSError as exc:
+            note(f"cannot start {command[0]!r}: {exc.strerror or exc}")
+            return 127 if isinstance(exc, FileNotFoundError) else 126
+        forward.started(proc)
         return _exit_code(proc.wait())
 
 
@@ -285,23 +315,24 @@ def _execute(
     err_echo = getattr(sys.stderr, "buffer", None)
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
-    try:
-        proc = subprocess.Popen(
-            command,
-            env=env,
-            stdout=None if python else subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-    except OSError as exc:
-        code = 127 if isinstance(exc, FileNotFoundError) else 126
-        message = f"cannot start {command[0]!r}: {exc.strerror or exc}"
-        note(message)
-        run.metadata["exit_code"] = code
-        run.finish(error=message)
-        return code
-    run.metadata["pid"] = proc.pid
     tees: list[_Tee] = []
-    with _forwarding(proc):
+    with _forwarding() as forward:
+        try:
+            proc = subprocess.Popen(
+                command,
+                env=env,
+                stdout=None if python else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            code = 127 if isinstance(exc, FileNotFoundError) else 126
+            message = f"cannot start {command[0]!r}: {exc.strerror or exc}"
+            note(message)
+            run.metadata["exit_code"] = code
+            run.finish(error=message)
+            return code
+        forward.started(proc)
+        run.metadata["pid"] = proc.pid
         if proc.stdout is not None:
             tees.append(
                 _Tee(proc.stdout, out_echo, _output_logger(handler, "stdout"), "stdout", command[0])

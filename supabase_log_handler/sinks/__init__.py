@@ -1,16 +1,19 @@
 """Where rows end up. A sink stores rows in a named table and reads them back.
 
 Every sink is used by one thread at a time (the sender, or a reading command),
-writes idempotently (a row whose id is already stored is left alone, a run's
-final state overwrites its earlier one), and raises only the project's
+writes idempotently by ``id`` (``merge=False``: a row whose id is stored is left
+alone; ``merge=True``: it is overwritten with the given columns), takes rows as
+the JSON objects the worker encoded once, and raises only the project's
 :class:`~supabase_log_handler.errors.DeliveryError` kinds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 Filter = tuple[str, str, Any]  # (column, op, value); op in eq, neq, gt, gte, lt, lte, in, not_null
+LOG_COLUMNS = ("id", "run_id", "timestamp", "level", "step", "message", "meta")
 
 
 class Sink(Protocol):
@@ -18,24 +21,58 @@ class Sink(Protocol):
 
     name: str
 
-    def insert_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
-        """Store rows, skipping any whose id is already stored."""
-
-    def upsert_run(self, table: str, row: dict[str, Any], *, final: bool) -> None:
-        """Create a run (``final=False``: only if absent) or write its final state."""
+    def write(
+        self,
+        table: str,
+        rows: Sequence[bytes],
+        *,
+        merge: bool,
+        columns: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> None:
+        """Store rows (JSON objects with the given ``columns``), idempotently by ``id``."""
 
     def select(
         self,
         table: str,
         *,
-        filters: list[Filter] = ...,
-        order: list[tuple[str, bool]] = ...,
+        filters: list[Filter] | None = None,
+        order: list[tuple[str, bool]] | None = None,
         limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """Rows matching every filter, ordered by (column, descending) pairs."""
 
     def prepare(self) -> None:
-        """Load and create what the sink needs (the ``supabase`` client); no network I/O."""
+        """Load and create what the sink needs; no network I/O."""
 
     def close(self) -> None:
         """Release connections; safe twice."""
+
+
+class DictRows:
+    """Writing rows given as dicts (commands and tests); the pipeline writes encoded rows."""
+
+    def write(
+        self,
+        table: str,
+        rows: Sequence[bytes],
+        *,
+        merge: bool,
+        columns: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    def insert_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Store rows, skipping any whose id is already stored."""
+        from ..rows import encode
+
+        if rows:
+            columns = tuple(dict.fromkeys(k for r in rows for k in r))
+            self.write(table, [encode(r) for r in rows], merge=False, columns=columns)
+
+    def upsert_run(self, table: str, row: dict[str, Any], *, final: bool) -> None:
+        """Create a run (``final=False``: only if absent) or write its whole state."""
+        from ..rows import encode
+
+        self.write(table, [encode(row)], merge=final, columns=tuple(row))

@@ -12,11 +12,13 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._files import create_private_file, make_private_dir
 from ..errors import DataError, TransientError
-from . import Filter
+from . import DictRows, Filter
 
 RUN_COLUMNS = (
     "id",
@@ -40,7 +42,7 @@ RUN_COLUMNS = (
     "metadata",
 )
 LOG_COLUMNS = ("id", "run_id", "timestamp", "level", "step", "message", "meta")
-JSON_COLUMNS = {"meta", "metadata"}
+JSON_COLUMNS = {"meta", "metadata", "request_payload", "response_payload"}
 _DDL = """
 create table if not exists {runs} (
   id text primary key,
@@ -81,23 +83,30 @@ create index if not exists {logs}_timestamp on {logs} (timestamp desc);
 _OPS = {"eq": "=", "neq": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 
 
-class LocalSink:
+class LocalSink(DictRows):
     """SQLite store with the Supabase tables' shape; one connection per thread."""
 
     name = "local"
 
     def __init__(
-        self, path: str | os.PathLike[str], *, runs_table: str = "runs", logs_table: str = "logs"
+        self,
+        path: str | os.PathLike[str],
+        *,
+        runs_table: str = "runs",
+        logs_table: str = "logs",
+        integration_logs_table: str = "integration_logs",
     ) -> None:
         self.path = Path(path)
         self.runs_table = runs_table
         self.logs_table = logs_table
+        self.integration_logs_table = integration_logs_table
         self._local = threading.local()
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.path.parent)
+            create_private_file(self.path)  # sqlite gives -wal and -shm the same mode
             conn = sqlite3.connect(str(self.path), timeout=2.0, isolation_level=None)
             conn.execute("pragma journal_mode=wal")
             conn.execute("pragma synchronous=normal")
@@ -105,6 +114,12 @@ class LocalSink:
                 "pragma foreign_keys=on"
             )  # as in Supabase: deleting a run deletes its logs
             conn.executescript(_DDL.format(runs=self.runs_table, logs=self.logs_table))
+            have = {r[1] for r in conn.execute(f"pragma table_info({self.runs_table})")}
+            if "heartbeat_at" not in have:  # stores made before heartbeats
+                conn.execute(f"alter table {self.runs_table} add column heartbeat_at text")
+            from ..local_integration import ensure_schema
+
+            ensure_schema(conn, self.integration_logs_table, runs_table=self.runs_table)
             self._local.conn = conn
         return conn
 
@@ -125,35 +140,33 @@ class LocalSink:
                 conn.execute("rollback")
             raise TransientError(str(exc), code="sqlite-busy") from exc
 
-    @staticmethod
-    def _values(row: dict[str, Any], columns: tuple[str, ...]) -> tuple[Any, ...]:
-        return tuple(
-            json.dumps(row.get(c), ensure_ascii=False)
-            if c in JSON_COLUMNS and row.get(c) is not None
-            else row.get(c)
-            for c in columns
-        )
-
-    def insert_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+    def write(
+        self,
+        table: str,
+        rows: Sequence[bytes],
+        *,
+        merge: bool,
+        columns: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> None:
+        """Insert rows (ids already stored are kept, or merged with ``merge``)."""
         if not rows:
             return
-        cols = ", ".join(LOG_COLUMNS)
-        marks = ", ".join("?" for _ in LOG_COLUMNS)
-        self._write(
-            f"insert or ignore into {table} ({cols}) values ({marks})",
-            [self._values(r, LOG_COLUMNS) for r in rows],
-        )
-
-    def upsert_run(self, table: str, row: dict[str, Any], *, final: bool) -> None:
-        columns = tuple(c for c in RUN_COLUMNS if c in row)
+        for c in columns:
+            _check_identifier(c)
         cols = ", ".join(columns)
         marks = ", ".join("?" for _ in columns)
-        if final:
+        if merge:
             updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != "id")
-            sql = f"insert into {table} ({cols}) values ({marks}) on conflict (id) do update set {updates}, pushed = 0"
+            pushed = ", pushed = 0" if table in (self.runs_table, self.logs_table) else ""
+            sql = f"insert into {table} ({cols}) values ({marks}) on conflict (id) do update set {updates}{pushed}"
         else:
             sql = f"insert or ignore into {table} ({cols}) values ({marks})"
-        self._write(sql, [self._values(row, columns)])
+        params = []
+        for raw in rows:
+            row = json.loads(raw)
+            params.append(tuple(_column_value(row.get(c)) for c in columns))
+        self._write(sql, params)
 
     def select(
         self,
@@ -200,7 +213,7 @@ class LocalSink:
     # -- push support ------------------------------------------------------------------
     def unpushed(self, table: str, limit: int) -> list[dict[str, Any]]:
         """Rows not yet uploaded, oldest first."""
-        key = "started_at" if table == self.runs_table else "timestamp"
+        key = {self.runs_table: "started_at", self.logs_table: "timestamp"}.get(table, "created_at")
         cur = self._conn().execute(
             f"select * from {table} where pushed = 0 order by {key}, id limit ?", (limit,)
         )
@@ -223,6 +236,13 @@ class LocalSink:
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+
+def _column_value(value: Any) -> Any:
+    """JSON values (meta, metadata, payloads) are stored as text."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    return value
 
 
 def _check_identifier(name: str) -> None:

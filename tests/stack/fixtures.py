@@ -10,6 +10,8 @@ Function scope: ``gateway_faults`` (the session gateway, restored afterwards:
 started, undelayed, no pending ``fail_next``), ``fresh_gateway`` (factory for a
 new database + gateway, torn down after the test) and ``supabase_env``
 (SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY for subprocesses).
+Module scope: ``cron_db`` (a database on a second cluster that preloads pg_cron,
+bootstrapped, without migrations or the extension yet).
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ from stack.gateway import Gateway
 from stack.postgres import Params, PgCluster
 
 __all__ = [
+    "CRON_DATABASE",
     "Db",
     "FreshStack",
+    "cron_db",
     "database",
     "db",
     "fresh_gateway",
@@ -37,6 +41,7 @@ __all__ = [
 ]
 
 SESSION_DATABASE = "supabase_log_tests"
+CRON_DATABASE = "cron_jobs"  # pg_cron serves one database per cluster: cron.database_name
 
 
 class Db:
@@ -152,3 +157,20 @@ def fresh_gateway(pg_cluster: PgCluster) -> Iterator[Callable[..., FreshStack]]:
 def supabase_env(gateway: Gateway) -> dict[str, str]:
     """Environment for a subprocess that should talk to the session gateway."""
     return {"SUPABASE_URL": gateway.url, "SUPABASE_SERVICE_ROLE_KEY": gateway.service_key}
+
+
+@pytest.fixture(scope="module")
+def cron_db() -> Iterator[Db]:
+    """A database on its own cluster started with pg_cron preloaded (Debian's postgresql-NN-cron,
+    installed by scripts/test.sh): Supabase bootstrap only; the test creates the extension."""
+    cluster = PgCluster(
+        settings={
+            "shared_preload_libraries": "'pg_cron'",
+            "cron.database_name": f"'{CRON_DATABASE}'",
+        }
+    ).start()
+    try:
+        cluster.create_database(CRON_DATABASE, migrations=False)
+        yield Db(cluster, CRON_DATABASE)
+    finally:
+        cluster.stop()

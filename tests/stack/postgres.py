@@ -1,8 +1,9 @@
 """A throwaway PostgreSQL cluster for the test stack.
 
 Owns: finding the PostgreSQL server binaries, creating a private cluster in a
-temporary directory (initdb, trust auth, durability off), starting and
-stopping it on a free 127.0.0.1 port, pausing it (SIGSTOP) for fault tests,
+temporary directory (initdb, trust auth, durability off, optional extra
+settings such as ``shared_preload_libraries``), starting and stopping it on a
+free 127.0.0.1 port, pausing it (SIGSTOP) for fault tests,
 and creating databases bootstrapped like a Supabase project
 (``supabase_bootstrap.sql``) with the project's migrations applied.
 """
@@ -92,10 +93,16 @@ class PgCluster:
     """
 
     def __init__(
-        self, *, bindir: Path | None = None, migrations_dir: Path = MIGRATIONS_DIR
+        self,
+        *,
+        bindir: Path | None = None,
+        migrations_dir: Path = MIGRATIONS_DIR,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.bindir = bindir or find_pg_bindir()
         self.migrations_dir = migrations_dir
+        # Extra postgresql.conf lines, values as written there (e.g. pg_cron's preload).
+        self.extra_settings = dict(settings or {})
         self.host = "127.0.0.1"
         self.port = 0
         self.base_dir: Path | None = None
@@ -207,6 +214,7 @@ class PgCluster:
             "shared_buffers": "'32MB'",
             "log_min_messages": "warning",
             "timezone": "'UTC'",
+            **self.extra_settings,
         }
         # postgresql.auto.conf is read last and owned by the server user already.
         conf = self.data_dir / "postgresql.auto.conf"

@@ -1,0 +1,203 @@
+"""The Supabase sink: rows go to PostgREST (``/rest/v1``) over one httpx client.
+
+Requests are the ones the official ``supabase`` client sends for the same calls
+(``table(t).upsert(rows, on_conflict="id", ignore_duplicates=..., returning=
+"minimal")``, ``select``, ``rpc``): same path, query, ``apikey`` and
+``Authorization`` headers, ``Accept-Profile``/``Content-Profile`` and ``Prefer``;
+a test compares them with what the client itself sends. Building them here
+spares every job the import of the whole client (most of a second) and lets the
+body be the rows' JSON exactly as they were encoded once by the worker.
+
+httpx is imported on first use, on the thread that uses it. Every failure is
+mapped to the project's error kinds by ``classify.py``. ``transport_factory``
+(a zero-argument callable returning an httpx transport) replaces the network,
+for benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .. import __name__ as _package
+from ..errors import DeliveryError
+from . import DictRows, Filter
+from .classify import classify, classify_response
+
+transport_factory: Callable[[], Any] | None = None
+CLIENT_INFO = "supabase-log-handler/0.2.0"
+# Set while this package makes a request on a caller's thread (reads), so the
+# HTTP client's own log records are never shown to, or stored by, the caller's handlers.
+own_request: contextvars.ContextVar[bool] = contextvars.ContextVar(f"{_package}.own", default=False)
+
+
+def quote_columns(columns: Sequence[str]) -> str:
+    return ",".join(f'"{c}"' for c in columns)
+
+
+class SupabaseSink(DictRows):
+    """Writes and reads tables through PostgREST with the service role key."""
+
+    name = "supabase"
+
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        *,
+        schema: str = "public",
+        request_timeout_s: float = 10.0,
+        service_key: bool = True,
+    ) -> None:
+        self._base = url.rstrip("/") + "/rest/v1"
+        self._key = key
+        self._schema = schema
+        self._timeout_s = request_timeout_s
+        self._service_key = service_key
+        self._http: Any = None
+
+    def _client(self) -> Any:
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.Client(
+                base_url=self._base,
+                headers={
+                    "apikey": self._key,
+                    "Authorization": f"Bearer {self._key}",
+                    "X-Client-Info": CLIENT_INFO,
+                    "Accept-Profile": self._schema,
+                    "Content-Profile": self._schema,
+                },
+                timeout=httpx.Timeout(self._timeout_s, connect=min(self._timeout_s, 5.0)),
+                transport=transport_factory() if transport_factory is not None else None,
+            )
+        return self._http
+
+    def prepare(self) -> None:
+        self._client()
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: list[tuple[str, str]] | None = None,
+        content: bytes | None = None,
+        prefer: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        if prefer:
+            headers["Prefer"] = prefer
+        kwargs: dict[str, Any] = {}
+        if timeout_s is not None:
+            kwargs["timeout"] = max(min(timeout_s, self._timeout_s), 0.05)
+        token = own_request.set(True)
+        try:
+            response = self._client().request(
+                method, path, params=params, content=content, headers=headers, **kwargs
+            )
+        except Exception as exc:
+            raise classify(exc) from exc
+        finally:
+            own_request.reset(token)
+        if response.status_code < 300:
+            return response
+        raise self._error(response)
+
+    def _error(self, response: Any) -> DeliveryError:
+        code, message = str(response.status_code), response.reason_phrase or "error"
+        with contextlib.suppress(ValueError, AttributeError):
+            body = response.json()
+            if isinstance(body, dict):
+                code = str(body.get("code") or code)
+                message = str(body.get("message") or message)
+        return classify_response(
+            code,
+            message,
+            response.status_code,
+            response.headers.get("retry-after"),
+            service_key=self._service_key,
+        )
+
+    def write(
+        self,
+        table: str,
+        rows: Sequence[bytes],
+        *,
+        merge: bool,
+        columns: Sequence[str],
+        timeout_s: float | None = None,
+    ) -> None:
+        """Upsert rows given as JSON objects: new ids inserted; existing ones kept or merged."""
+        if not rows:
+            return
+        resolution = "merge-duplicates" if merge else "ignore-duplicates"
+        self._request(
+            "POST",
+            f"/{table}",
+            params=[("on_conflict", "id"), ("columns", quote_columns(columns))],
+            content=b"[" + b",".join(rows) + b"]",
+            prefer=f"return=minimal,resolution={resolution}",
+            timeout_s=timeout_s,
+        )
+
+    def select(
+        self,
+        table: str,
+        *,
+        filters: list[Filter] | None = None,
+        order: list[tuple[str, bool]] | None = None,
+        limit: int | None = None,
+        columns: str = "*",
+    ) -> list[dict[str, Any]]:
+        params: list[tuple[str, str]] = [("select", columns)]
+        for column, op, value in filters or []:
+            params.append((column, _filter_value(op, value)))
+        if order:
+            params.append(("order", ",".join(f"{c}.{'desc' if d else 'asc'}" for c, d in order)))
+        if limit is not None:
+            params.append(("limit", str(int(limit))))
+        data = self._request("GET", f"/{table}", params=params).json()
+        return list(data or [])
+
+    def rpc(self, function: str, params: dict[str, Any] | None = None) -> Any:
+        """Call a database function (``POST /rpc/<name>``) and return its JSON result."""
+        body = json.dumps(params or {}, ensure_ascii=False).encode("utf-8")
+        response = self._request("POST", f"/rpc/{function}", content=body)
+        return response.json() if response.content else None
+
+    def close(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            token = own_request.set(True)
+            try:
+                with contextlib.suppress(Exception):
+                    http.close()
+            finally:
+                own_request.reset(token)
+
+
+def _filter_value(op: str, value: Any) -> str:
+    if op == "not_null":
+        return "not.is.null"
+    if op == "in":
+        return "in.(" + ",".join(_quote(v) for v in value) + ")"
+    return f"{op}.{_text(value)}"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _quote(value: Any) -> str:
+    text = _text(value)
+    if any(ch in text for ch in ',()"\\ ') or text == "":
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
