@@ -116,9 +116,7 @@ def measure_outage(
         "traced_bytes_per_queued_row": peak / max(tm["max_queue_rows_seen"], 1),
         "dropped_by_level": dropped,
         "dropped_total": sum(dropped.values()),
-        "lost_after_close": rss["stats_after_close"].get(
-            "dropped_total", rss["stats_after_close"].get("lost", 0)
-        ),
+        "lost_after_close": _lost_at_close(rss["stats_during"], rss["stats_after_close"]),
         "sent_during_outage": rss["stats_during"].get(
             "delivered", rss["stats_during"].get("sent", 0)
         ),
@@ -127,6 +125,14 @@ def measure_outage(
         "runs": results,
         "gateway_restarted_status": _gateway_answers(stack),
     }
+
+
+def _lost_at_close(during: dict[str, Any], after: dict[str, Any]) -> int:
+    """Rows close() could neither send nor spool: ``stats()["lost"]`` (0.1.0), or what
+    ``dropped_total`` grew by during the close (the ledger's stats)."""
+    if "dropped_total" in after:
+        return int(after["dropped_total"]) - int(during.get("dropped_total", 0))
+    return int(after.get("lost", 0))
 
 
 def render_outage(o: dict[str, Any]) -> list[str]:
