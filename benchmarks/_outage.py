@@ -41,7 +41,8 @@ def _say(obj: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def _status_bytes(field: str) -> int | None:
+def status_bytes(field: str) -> int | None:
+    """A ``/proc/self/status`` size field (VmRSS, VmHWM) in bytes; None off Linux."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
@@ -52,7 +53,7 @@ def _status_bytes(field: str) -> int | None:
     return None
 
 
-def _reset_hwm() -> bool:
+def reset_hwm() -> bool:
     """Reset VmHWM to the current RSS (Linux >= 4.0); False when not possible."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -79,7 +80,7 @@ class Sampler(threading.Thread):
             self.sample()
 
     def sample(self) -> None:
-        rss = _status_bytes("VmRSS") or 0
+        rss = status_bytes("VmRSS") or 0
         self.max_rss = max(self.max_rss, rss)
         if self.queue is not None:
             self.max_rows = max(self.max_rows, int(getattr(self.queue, "rows", 0)))
@@ -122,9 +123,9 @@ def main() -> int:
         tracing = cfg["mode"] == "tracemalloc"
         queue = getattr(getattr(handler, "_pipeline", None), "intake", None)
         sampler = Sampler(queue)
-        hwm_reset = _reset_hwm()
-        rss0 = _status_bytes("VmRSS") or 0
-        hwm0 = _status_bytes("VmHWM") or 0
+        hwm_reset = reset_hwm()
+        rss0 = status_bytes("VmRSS") or 0
+        hwm0 = status_bytes("VmHWM") or 0
         if tracing:
             tracemalloc.start()
         sampler.start()
@@ -140,7 +141,7 @@ def main() -> int:
             tracemalloc.stop()
         sampler.stop_event.set()
         sampler.join(5.0)
-        hwm1 = _status_bytes("VmHWM")
+        hwm1 = status_bytes("VmHWM")
         stats_during = handler.stats()
 
         run.finish()

@@ -40,6 +40,12 @@ def import_stack() -> tuple[Any, Any]:
     return PgCluster, Gateway
 
 
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout is kept for the result)."""
+    sys.stderr.write(f"[bench] {message}\n")
+    sys.stderr.flush()
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """Environment for child processes: the project importable, no SUPABASE_* settings
     (a run opened here exports SUPABASE_LOG_RUN_ID, which children must not join)."""

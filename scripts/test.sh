@@ -4,13 +4,7 @@
 # Extra arguments go to pytest.
 . "$(dirname "$0")/_venv.sh" test
 
-have_postgres() {
-  command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
-}
-if ! have_postgres; then
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql
-fi
+. scripts/_postgres.sh
 # pg_cron for the watch tests (tests/stack/fixtures.py: cron_db), for each installed server.
 for bindir in /usr/lib/postgresql/*/bin; do
   version="$(basename "$(dirname "$bindir")")"
@@ -19,6 +13,8 @@ for bindir in /usr/lib/postgresql/*/bin; do
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-$version-cron"
   fi
 done
+# The benchmark's peers, so that tests/test_benchmark_smoke.py runs every instrument.
+.venv/bin/pip install -q -r benchmarks/requirements.txt
 
 .venv/bin/ruff check supabase_log_handler tests benchmarks examples
 .venv/bin/mypy supabase_log_handler

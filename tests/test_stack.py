@@ -310,6 +310,75 @@ def test_tables_created_and_dropped_at_runtime_are_seen(
     assert excinfo.value.code == "PGRST205"
 
 
+def test_insert_statements_follow_a_table_changed_at_runtime(
+    gateway: Gateway, db: Db, service: tuple[Client, list[httpx.Response]]
+) -> None:
+    """The gateway prepares an insert once per shape of request, yet a column added, or the
+    table dropped and made again with other types, is seen by the next insert; the request
+    log counts the rows of each body."""
+    client, _ = service
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    db.execute(
+        f"create table public.{table} (id int primary key, note text); grant all on public.{table} to service_role"
+    )
+    try:
+        gateway.reset_log()
+        for i in range(3):  # the same shape of request, several times
+            client.table(table).upsert(
+                [{"id": 2 * i, "note": "a"}, {"id": 2 * i + 1, "note": "b"}],
+                on_conflict="id",
+                ignore_duplicates=True,
+                returning=MINIMAL,
+            ).execute()
+        db.execute(f"alter table public.{table} add column n int not null default 7")
+        client.table(table).insert({"id": 10, "note": "c", "n": 1}, returning=MINIMAL).execute()
+        db.execute(
+            f"drop table public.{table}; create table public.{table} (id text primary key, note int);"
+            f" grant all on public.{table} to service_role"
+        )
+        client.table(table).upsert(  # the first shape again, on the new column types
+            [{"id": "x", "note": 5}], on_conflict="id", ignore_duplicates=True, returning=MINIMAL
+        ).execute()
+        assert db.fetch(f"select id, note from public.{table}") == [("x", 5)]
+    finally:
+        db.execute(f"drop table if exists public.{table}")
+    assert [r.rows for r in gateway.requests] == [2, 2, 2, 1, 1]
+
+
+def test_json_column_keeps_the_text_as_sent(
+    db: Db, service: tuple[Client, list[httpx.Response]]
+) -> None:
+    """A ``json`` column stores the value's text exactly as sent (key order, duplicate keys),
+    as PostgREST does; a ``jsonb`` column in the same table normalises it."""
+    client, _ = service
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    db.execute(
+        f"create table public.{table} (id int primary key, j json, b jsonb);"
+        f" grant all on public.{table} to service_role"
+    )
+    raw = '{"z": 1, "a": [1, 2], "z": 3}'
+    try:
+        response = httpx.post(
+            f"{client.supabase_url}/rest/v1/{table}?columns=id,j",
+            headers={
+                **client.options.headers,
+                "apikey": client.supabase_key,
+                "Authorization": f"Bearer {client.supabase_key}",
+                "Content-Type": "application/json",
+                "Prefer": "return=minimal",
+            },
+            content=f'[{{"id": 1, "j": {raw}}}]',
+        )
+        assert response.status_code == 201, response.text
+        client.table(table).insert(
+            {"id": 2, "b": {"z": 1, "a": [1, 2]}}, returning=MINIMAL
+        ).execute()
+        rows = db.fetch(f"select id, j::text, b::text from public.{table} order by id")
+    finally:
+        db.execute(f"drop table if exists public.{table}")
+    assert rows == [(1, raw, None), (2, None, '{"a": [1, 2], "z": 1}')]
+
+
 # --------------------------------------------------------------------------- roles and keys
 
 

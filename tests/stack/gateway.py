@@ -9,6 +9,14 @@ translated to SQL so that privileges, Row Level Security, constraints and type
 checks all come from PostgreSQL itself. Errors are mapped SQLSTATE -> HTTP
 exactly as PostgREST maps them.
 
+Speed, so that a fast client can be measured through it: HTTP/1.1 keep-alive with
+one database connection per client connection; one prepared statement opens every
+request (role settings, role, claims and the relation's catalog entry in one round
+trip); an insert hands the body to PostgreSQL as one parameter
+(``jsonb_to_recordset($1)``, as PostgREST does) instead of parsing it in Python, and
+its SQL text is built once per shape of request and prepared.
+``benchmarks/gateway_bench.py`` measures it.
+
 Also owns the fault controls tests use: ``stop()``/``start()`` (a real outage on
 the same port), ``delay_response_s`` (commit, then answer late),
 ``fail_next()`` (canned error answers) and the ``requests`` log.
@@ -23,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import json
 import logging
 import re
@@ -160,12 +169,13 @@ class Column:
 
 @dataclass(frozen=True)
 class Relation:
-    """A table or view as the catalog describes it right now (looked up per request)."""
+    """A table or view as the catalog describes it right now (looked up in every request)."""
 
     schema: str
     name: str
     columns: dict[str, Column]
     pk: tuple[str, ...]
+    key: str = ""  # the catalog's description it was built from: equal keys, equal relations
 
     @property
     def ident(self) -> sql.Identifier:
@@ -182,62 +192,92 @@ class Relation:
             ) from None
 
 
-_RELATION_SQL = """
-select a.attname,
-       format_type(a.atttypid, a.atttypmod),
-       case
-         when a.attgenerated <> '' then null
-         when d.adbin is not null then pg_get_expr(d.adbin, d.adrelid)
-         when a.attidentity <> '' then
-           format('nextval(pg_get_serial_sequence(%%L, %%L))', c.oid::regclass::text, a.attname)
-       end,
-       coalesce(a.attnum = any(pk.conkey), false)
+# The relation as one JSON text: [[name, type, default expression, in primary key], ...]
+# in column order, or NULL when there is no such table or view.
+_RELATION_JSON_SQL = """
+select json_agg(json_build_array(
+         a.attname,
+         format_type(a.atttypid, a.atttypmod),
+         case
+           when a.attgenerated <> '' then null
+           when d.adbin is not null then pg_get_expr(d.adbin, d.adrelid)
+           when a.attidentity <> '' then
+             format('nextval(pg_get_serial_sequence(%L, %L))', c.oid::regclass::text, a.attname)
+         end,
+         coalesce(a.attnum = any(pk.conkey), false)) order by a.attnum)::text
 from pg_class c
 join pg_namespace n on n.oid = c.relnamespace
 join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
 left join pg_attrdef d on d.adrelid = c.oid and d.adnum = a.attnum
 left join pg_constraint pk on pk.conrelid = c.oid and pk.contype = 'p'
-where n.nspname = %s and c.relname = %s and c.relkind in ('r', 'p', 'v', 'm', 'f')
-order by a.attnum
+where n.nspname = $3::text and c.relname = $4::text and c.relkind in ('r', 'p', 'v', 'm', 'f')
 """
 
 _TABLE_NAMES_SQL = """
 select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace
-where n.nspname = %s and c.relkind in ('r', 'p', 'v', 'm', 'f') order by 1
+where n.nspname = $1::text and c.relkind in ('r', 'p', 'v', 'm', 'f') order by 1
 """
 
-# The role's own ALTER ROLE ... SET settings (global first, then per database so
-# those win), limited to settings an ordinary role may set, as PostgREST applies them.
-_ROLE_SETTINGS_SQL = """
-select set_config(s.name, s.value, true)
-from (
-  select kv.name, kv.value
-  from pg_db_role_setting d
-  join pg_roles r on r.oid = d.setrole
-  cross join lateral unnest(d.setconfig) as cfg
-  cross join lateral (select split_part(cfg, '=', 1) as name, substr(cfg, strpos(cfg, '=') + 1) as value) kv
-  join pg_settings ps on ps.name = kv.name and ps.context = 'user'
-  where r.rolname = %s
-    and d.setdatabase in (0, (select oid from pg_database where datname = current_database()))
-  order by d.setdatabase
-) s
+# One statement opens every request (``$1`` role, ``$2`` claims, ``$3``/``$4`` the
+# relation, NULL when the request names none, ``$5`` the settings an ordinary role may
+# set, read once per connection from pg_settings): the role's own ALTER ROLE ... SET
+# settings (global first, then per database so those win, limited to ``$5``, as
+# PostgREST applies them), then the role and the claims, then the relation as the
+# catalog describes it right now. One round trip, prepared.
+_PRELUDE_SQL = f"""
+select
+  (select count(set_config(s.name, s.value, true))
+   from (
+     select kv.name, kv.value
+     from pg_db_role_setting d
+     join pg_roles r on r.oid = d.setrole
+     cross join lateral unnest(d.setconfig) as cfg
+     cross join lateral (select split_part(cfg, '=', 1) as name,
+                                substr(cfg, strpos(cfg, '=') + 1) as value) kv
+     where r.rolname = $1::text and kv.name = any($5::text[])
+       and d.setdatabase in (0, (select oid from pg_database where datname = current_database()))
+     order by d.setdatabase
+   ) s),
+  set_config('role', $1::text, true),
+  set_config('request.jwt.claims', $2::text, true),
+  ({_RELATION_JSON_SQL})
 """
 
+_USER_SETTINGS_SQL = (
+    "select coalesce(array_agg(name), '{}') from pg_settings where context = 'user'"
+)
 
-def load_relation(conn: psycopg.Connection[Any], schema: str, name: str) -> Relation:
-    rows = conn.execute(_RELATION_SQL, (schema, name)).fetchall()
-    if not rows:
-        tables = [r[0] for r in conn.execute(_TABLE_NAMES_SQL, (schema,)).fetchall()]
-        close = difflib.get_close_matches(name, tables, n=1, cutoff=0.75)
-        raise ApiError(
-            404,
-            "PGRST205",
-            f"Could not find the table '{schema}.{name}' in the schema cache",
-            hint=f"Perhaps you meant the table '{schema}.{close[0]}'" if close else None,
-        )
-    columns = {r[0]: Column(r[0], r[1], r[2]) for r in rows}
-    pk = tuple(r[0] for r in rows if r[3])
-    return Relation(schema, name, columns, pk)
+_RELATIONS_CACHED = 256
+_relations: dict[tuple[str, str, str], Relation] = {}
+_relations_lock = threading.Lock()
+
+
+def relation_from_json(schema: str, name: str, text: str) -> Relation:
+    """The :class:`Relation` that ``_RELATION_JSON_SQL`` described (parsed once per text)."""
+    key = (schema, name, text)
+    rel = _relations.get(key)
+    if rel is None:
+        rows = json.loads(text)
+        columns = {r[0]: Column(r[0], r[1], r[2]) for r in rows}
+        pk = tuple(r[0] for r in rows if r[3])
+        rel = Relation(schema, name, columns, pk, text)
+        with _relations_lock:
+            if len(_relations) >= _RELATIONS_CACHED:
+                _relations.clear()
+            _relations[key] = rel
+    return rel
+
+
+def missing_relation(conn: psycopg.Connection[Any], schema: str, name: str) -> ApiError:
+    """PGRST205 for a table the catalog does not have, with PostgREST's suggestion."""
+    rows = psycopg.RawCursor(conn).execute(_TABLE_NAMES_SQL, (schema,)).fetchall()
+    close = difflib.get_close_matches(name, [r[0] for r in rows], n=1, cutoff=0.75)
+    return ApiError(
+        404,
+        "PGRST205",
+        f"Could not find the table '{schema}.{name}' in the schema cache",
+        hint=f"Perhaps you meant the table '{schema}.{close[0]}'" if close else None,
+    )
 
 
 # --------------------------------------------------------------------------- query-string grammar
@@ -481,6 +521,28 @@ class Reply:
     status: int
     body: bytes = b""
     headers: list[tuple[str, str]] = field(default_factory=list)
+    rows: int | None = None  # rows in the request body, when the database counted them
+
+
+class _StatementCache:
+    """SQL text built once per shape of request (bounded; shared by the handler threads)."""
+
+    def __init__(self, limit: int = 512) -> None:
+        self._limit = limit
+        self._items: dict[tuple[Any, ...], bytes] = {}
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: tuple[Any, ...]) -> bool:
+        return key in self._items
+
+    def get(self, key: tuple[Any, ...]) -> bytes | None:
+        return self._items.get(key)
+
+    def put(self, key: tuple[Any, ...], query: bytes) -> None:
+        with self._lock:
+            if len(self._items) >= self._limit:
+                self._items.clear()
+            self._items[key] = query
 
 
 def _json_reply(
@@ -505,7 +567,7 @@ class Request:
                 return value
         return None
 
-    @property
+    @functools.cached_property
     def prefer(self) -> dict[str, str]:
         return parse_prefer(self.headers.get_all("Prefer") or [])
 
@@ -551,17 +613,21 @@ class _Session:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.conn: psycopg.Connection[Any] | None = None
+        self.user_settings: list[str] = []
 
     def connection(self) -> psycopg.Connection[Any]:
         if self.conn is None or self.conn.closed:
             try:
-                self.conn = psycopg.connect(
+                conn = psycopg.connect(
                     self.gateway.dsn,
                     autocommit=True,
                     prepare_threshold=None,
                     connect_timeout=self.gateway.db_connect_timeout_s,
                     application_name="postgrest-test-gateway",
                 )
+                row = conn.execute(_USER_SETTINGS_SQL).fetchone()
+                self.user_settings = list(row[0]) if row else []
+                self.conn = conn
             except psycopg.OperationalError as exc:
                 raise ApiError(
                     503,
@@ -579,15 +645,56 @@ class _Session:
 
     def run(self, identity: Identity, work: Callable[[psycopg.Connection[Any]], Reply]) -> Reply:
         """Run ``work`` in one transaction as the identity's role; map database errors."""
+        return self._run(identity, None, lambda conn, _rel: work(conn))
+
+    def run_on(
+        self,
+        identity: Identity,
+        schema: str,
+        name: str,
+        work: Callable[[psycopg.Connection[Any], Relation], Reply],
+    ) -> Reply:
+        """Like :meth:`run`, with the relation ``schema.name`` looked up in the same round
+        trip that sets the role (PGRST205 when the catalog has no such table)."""
+
+        def on_relation(conn: psycopg.Connection[Any], rel: Relation | None) -> Reply:
+            assert rel is not None
+            return work(conn, rel)
+
+        return self._run(identity, (schema, name), on_relation)
+
+    def _run(
+        self,
+        identity: Identity,
+        target: tuple[str, str] | None,
+        work: Callable[[psycopg.Connection[Any], Relation | None], Reply],
+    ) -> Reply:
         conn = self.connection()
+        schema, name = target if target is not None else (None, None)
         try:
             with conn.transaction():
-                conn.execute(_ROLE_SETTINGS_SQL, (identity.role,))
-                conn.execute(
-                    "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-                    (identity.role, json.dumps(identity.claims)),
+                row = (
+                    psycopg.RawCursor(conn)
+                    .execute(
+                        _PRELUDE_SQL,
+                        (
+                            identity.role,
+                            json.dumps(identity.claims),
+                            schema,
+                            name,
+                            self.user_settings,
+                        ),
+                        prepare=True,
+                    )
+                    .fetchone()
                 )
-                return work(conn)
+                rel: Relation | None = None
+                if target is not None:
+                    assert schema is not None and name is not None and row is not None
+                    if row[3] is None:
+                        raise missing_relation(conn, schema, name)
+                    rel = relation_from_json(schema, name, row[3])
+                return work(conn, rel)
         except psycopg.Error as exc:
             if conn.closed or conn.broken:
                 self.discard()
@@ -654,9 +761,7 @@ class _Api:
         handler = handlers.get(request.method)
         if handler is None:
             raise ApiError(405, "PGRST117", f"Unsupported HTTP method: {request.method}")
-        return self.session.run(
-            identity, lambda conn: handler(conn, load_relation(conn, schema, resource))
-        )
+        return self.session.run_on(identity, schema, resource, handler)
 
     def authenticate(self) -> Identity:
         headers = self.request.headers
@@ -776,15 +881,48 @@ class _Api:
         mutation: sql.Composable,
         *,
         count_inserted: bool = False,
-    ) -> tuple[str | None, str | None, int, int]:
-        """Run ``WITH _pgrst_payload ..., _pgrst_mut AS (<mutation> RETURNING ...)`` and
-        return (JSON array or None, first object or None, affected rows, inserted rows).
+        payload_type: str = "json",
+        cache_key: tuple[Any, ...] | None = None,
+    ) -> tuple[str | None, str | None, int, int, int | None]:
+        """Run ``WITH _pgrst_payload ..., _pgrst_mut AS (<mutation> RETURNING ...)`` with
+        the request body as the one parameter ``$1`` and return (JSON array or None, first
+        object or None, affected rows, inserted rows, elements in the body or None).
 
-        ``return=minimal`` returns no columns, so it needs no SELECT privilege."""
+        ``return=minimal`` returns no columns, so it needs no SELECT privilege. With a
+        ``cache_key`` (which must determine the statement) the SQL text is built once and
+        the statement is prepared on the connection."""
         request = self.request
         representation = (
             request.prefer.get("return") == "representation" or request.wants_single_object
         )
+        query = self.gateway._statements.get(cache_key) if cache_key is not None else None
+        if query is None:
+            query = self._returning_sql(
+                conn, rel, mutation, representation, count_inserted, payload_type
+            )
+            if cache_key is not None:
+                self.gateway._statements.put(cache_key, query)
+        row = (
+            psycopg.RawCursor(conn)
+            .execute(query, (self._payload_text(),), prepare=cache_key is not None)
+            .fetchone()
+        )
+        assert row is not None
+        body, first, affected, inserted, source_rows = row
+        if request.wants_single_object:
+            self._require_single(int(affected))
+        rows = None if source_rows is None else int(source_rows)
+        return (body if representation else None), first, int(affected), int(inserted), rows
+
+    def _returning_sql(
+        self,
+        conn: psycopg.Connection[Any],
+        rel: Relation,
+        mutation: sql.Composable,
+        representation: bool,
+        count_inserted: bool,
+        payload_type: str,
+    ) -> bytes:
         inserted_expr = (
             sql.SQL(", ({}.xmax = 0) AS _pgrst_inserted").format(sql.Identifier(rel.name))
             if count_inserted
@@ -794,7 +932,7 @@ class _Api:
         body_expr: sql.Composable
         if representation:
             returning = sql.SQL("RETURNING {}.*{}").format(sql.Identifier(rel.name), inserted_expr)
-            select = compile_select(request.param("select"), rel, sql.Identifier("_pgrst_mut"))
+            select = compile_select(self.request.param("select"), rel, sql.Identifier("_pgrst_mut"))
             body_expr = sql.SQL(
                 "(SELECT coalesce(json_agg(_pgrst_row), '[]')::text FROM (SELECT {} FROM _pgrst_mut) _pgrst_row),"
                 " (SELECT (json_agg(_pgrst_row) -> 0)::text FROM (SELECT {} FROM _pgrst_mut) _pgrst_row)"
@@ -802,17 +940,19 @@ class _Api:
         else:
             returning = sql.SQL("RETURNING 1 AS _pgrst_one{}").format(inserted_expr)
             body_expr = sql.SQL("NULL::text, NULL::text")
+        # jsonb knows an array's length without reading it: the request log's row count.
+        body_rows = sql.SQL(
+            "(SELECT CASE WHEN jsonb_typeof(j) = 'array' THEN jsonb_array_length(j) ELSE 1 END"
+            " FROM _pgrst_payload)"
+            if payload_type == "jsonb"
+            else "NULL::int"
+        )
         query = sql.SQL(
-            "WITH _pgrst_payload AS (SELECT {}::json AS j), _pgrst_mut AS ({} {})"
+            "WITH _pgrst_payload AS (SELECT $1::{} AS j), _pgrst_mut AS ({} {})"
             " SELECT {}, (SELECT count(*) FROM _pgrst_mut),"
-            " (SELECT count(*) FILTER (WHERE _pgrst_inserted) FROM _pgrst_mut)"
-        ).format(sql.Literal(self._payload_text()), mutation, returning, body_expr)
-        row = conn.execute(query).fetchone()
-        assert row is not None
-        body, first, affected, inserted = row
-        if request.wants_single_object:
-            self._require_single(int(affected))
-        return (body if representation else None), first, int(affected), int(inserted)
+            " (SELECT count(*) FILTER (WHERE _pgrst_inserted) FROM _pgrst_mut), {}"
+        ).format(sql.SQL(payload_type), mutation, returning, body_expr, body_rows)
+        return query.as_bytes(conn)
 
     def _payload_text(self) -> str:
         if self.request.method == "DELETE":
@@ -862,66 +1002,122 @@ class _Api:
         columns = self._payload_columns(rel)
         missing_default = prefer.get("missing") == "default"
         resolution = prefer.get("resolution")
+        on_conflict = request.param("on_conflict")
+        merge = resolution == "merge-duplicates"
+        cache_key = (
+            "insert",
+            rel.schema,
+            rel.name,
+            rel.key,
+            tuple(columns),
+            missing_default,
+            resolution,
+            on_conflict,
+            prefer.get("return"),
+            request.wants_single_object,
+            request.param("select"),
+        )
+        mutation: sql.Composable = sql.SQL("")
+        # jsonb is parsed once and is faster to take apart; json keeps a json column's
+        # text exactly as sent, so it is used when the body writes one.
+        kind = (
+            "json"
+            if any(
+                rel.columns[c].type_sql.startswith("json") and rel.columns[c].type_sql != "jsonb"
+                for c in columns
+            )
+            else "jsonb"
+        )
+        if cache_key not in self.gateway._statements:
+            mutation = self._insert_sql(rel, columns, missing_default, kind)
+            if resolution in ("ignore-duplicates", "merge-duplicates"):
+                mutation = sql.SQL("{}{}").format(
+                    mutation, self._on_conflict(rel, columns, on_conflict, resolution)
+                )
+        body, first, affected, inserted, rows = self._returning(
+            conn, rel, mutation, count_inserted=merge, payload_type=kind, cache_key=cache_key
+        )
+        total = affected if _count_clause(prefer) else None
+        status = 200 if merge and inserted <= 0 else 201
+        if request.wants_single_object:
+            body = first
+        reply = _json_reply(status, body, self._mutation_headers(total, 1, 0))
+        reply.rows = rows
+        return reply
+
+    @staticmethod
+    def _insert_sql(
+        rel: Relation, columns: list[str], missing_default: bool, kind: str
+    ) -> sql.Composable:
+        """The INSERT of the body's rows (``kind``: the body's type, json or jsonb). The body
+        is one object or an array of objects; without ``missing=default`` it is read by
+        ``<kind>_to_recordset`` with the columns' types, as PostgREST does."""
+        fn = sql.SQL(kind)
         definitions = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(rel.columns[c].type_sql))
             for c in columns
         )
+        uniform = sql.SQL(
+            "CASE WHEN {fn}_typeof(_pgrst_payload.j) = 'array'"
+            " THEN _pgrst_payload.j ELSE {fn}_build_array(_pgrst_payload.j) END"
+        ).format(fn=fn)
+        targets = sql.SQL(", ").join(map(sql.Identifier, columns))
+        defaults = missing_default and any(rel.columns[c].default_sql is not None for c in columns)
+        if columns and not defaults:
+            return sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM _pgrst_payload,"
+                " {}_to_recordset({}) AS _pgrst_body({})"
+            ).format(
+                rel.ident,
+                targets,
+                sql.SQL(", ").join(
+                    sql.SQL("_pgrst_body.{}").format(sql.Identifier(c)) for c in columns
+                ),
+                fn,
+                uniform,
+                definitions,
+            )
+        # Per element, in order: a key missing from an element takes the column's default.
+        source = sql.SQL(
+            "FROM _pgrst_payload, {}_array_elements({}) WITH ORDINALITY AS _pgrst_elem(doc, ord)"
+        ).format(fn, uniform)
+        if not columns:
+            return sql.SQL("INSERT INTO {} SELECT {} ORDER BY _pgrst_elem.ord").format(
+                rel.ident, source
+            )
         values: list[sql.Composable] = []
         for name in columns:
             column = rel.columns[name]
             value: sql.Composable = sql.SQL("_pgrst_body.{}").format(sql.Identifier(name))
-            if missing_default and column.default_sql is not None:
+            if column.default_sql is not None:
                 value = sql.SQL(
                     "CASE WHEN _pgrst_elem.doc -> {} IS NULL THEN CAST(({}) AS {}) ELSE {} END"
                 ).format(
                     sql.Literal(name), sql.SQL(column.default_sql), sql.SQL(column.type_sql), value
                 )
             values.append(value)
-        source = sql.SQL(
-            "FROM _pgrst_payload,"
-            " json_array_elements(CASE WHEN json_typeof(_pgrst_payload.j) = 'array'"
-            " THEN _pgrst_payload.j ELSE json_build_array(_pgrst_payload.j) END)"
-            " WITH ORDINALITY AS _pgrst_elem(doc, ord)"
+        return sql.SQL(
+            "INSERT INTO {} ({}) SELECT {} {}, {}_to_record(_pgrst_elem.doc) AS _pgrst_body({})"
+            " ORDER BY _pgrst_elem.ord"
+        ).format(rel.ident, targets, sql.SQL(", ").join(values), source, fn, definitions)
+
+    @staticmethod
+    def _on_conflict(
+        rel: Relation, columns: list[str], on_conflict: str | None, resolution: str
+    ) -> sql.Composable:
+        target = parse_columns_param(on_conflict) if on_conflict else list(rel.pk)
+        if not target:
+            raise _bad_request("on_conflict requires a primary key or an on_conflict parameter")
+        conflict = sql.SQL(" ON CONFLICT ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, target))
         )
-        if columns:
-            mutation = sql.SQL(
-                "INSERT INTO {} ({}) SELECT {} {}, json_to_record(_pgrst_elem.doc) AS _pgrst_body({})"
-                " ORDER BY _pgrst_elem.ord"
-            ).format(
-                rel.ident,
-                sql.SQL(", ").join(map(sql.Identifier, columns)),
-                sql.SQL(", ").join(values),
-                source,
-                definitions,
-            )
-        else:
-            mutation = sql.SQL("INSERT INTO {} SELECT {} ORDER BY _pgrst_elem.ord").format(
-                rel.ident, source
-            )
-        on_conflict = request.param("on_conflict")
-        if resolution in ("ignore-duplicates", "merge-duplicates"):
-            target = parse_columns_param(on_conflict) if on_conflict else list(rel.pk)
-            if not target:
-                raise _bad_request("on_conflict requires a primary key or an on_conflict parameter")
-            conflict = sql.SQL(" ON CONFLICT ({})").format(
-                sql.SQL(", ").join(map(sql.Identifier, target))
-            )
-            if resolution == "ignore-duplicates" or not columns:
-                conflict = sql.SQL("{} DO NOTHING").format(conflict)
-            else:
-                assignments = sql.SQL(", ").join(
-                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
-                    for c in columns
-                )
-                conflict = sql.SQL("{} DO UPDATE SET {}").format(conflict, assignments)
-            mutation = sql.SQL("{}{}").format(mutation, conflict)
-        merge = resolution == "merge-duplicates"
-        body, first, affected, inserted = self._returning(conn, rel, mutation, count_inserted=merge)
-        total = affected if _count_clause(prefer) else None
-        status = 200 if merge and inserted <= 0 else 201
-        if request.wants_single_object:
-            body = first
-        return _json_reply(status, body, self._mutation_headers(total, 1, 0))
+        if resolution == "ignore-duplicates" or not columns:
+            return sql.SQL("{} DO NOTHING").format(conflict)
+        assignments = sql.SQL(", ").join(
+            sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c), sql.Identifier(c))
+            for c in columns
+        )
+        return sql.SQL("{} DO UPDATE SET {}").format(conflict, assignments)
 
     def update(self, conn: psycopg.Connection[Any], rel: Relation) -> Reply:
         request = self.request
@@ -945,7 +1141,7 @@ class _Api:
         mutation = sql.SQL(
             "UPDATE {} SET {} FROM _pgrst_payload, json_to_record(_pgrst_payload.j) AS _pgrst_body({}) WHERE {}"
         ).format(rel.ident, assignments, definitions, where)
-        body, first, affected, _ = self._returning(conn, rel, mutation)
+        body, first, affected, _, _ = self._returning(conn, rel, mutation)
         total = affected if _count_clause(request.prefer) else None
         headers = self._mutation_headers(total, 0, affected - 1)
         if body is None:
@@ -956,7 +1152,7 @@ class _Api:
         request = self.request
         where = compile_where(request.params, sql.Identifier(rel.name))
         mutation = sql.SQL("DELETE FROM {} WHERE {}").format(rel.ident, where)
-        body, first, affected, _ = self._returning(conn, rel, mutation)
+        body, first, affected, _, _ = self._returning(conn, rel, mutation)
         total = affected if _count_clause(request.prefer) else None
         headers = self._mutation_headers(total, 1, 0)
         if body is None:
@@ -1127,6 +1323,9 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # Idle keep-alive connections (and their database sessions) end after this long.
         self.connection.settimeout(self.server.gateway.idle_timeout_s)
+        # Answers go out in one write; no waiting for the client's delayed ACK.
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.session = _Session(self.server.gateway)
         self.server.register_handler(self)
 
@@ -1201,10 +1400,12 @@ class _Handler(BaseHTTPRequestHandler):
             # The transaction has committed; hold the answer (the client may time out).
             # stop() ends the hold: the connection is then dropped unanswered (status 0).
             if delay > 0 and method in WRITE_METHODS and self.server.stopped.wait(delay):
-                gateway._record(RequestRecord(method, request.path, request.body_rows(), 0))
+                rows = reply.rows if reply.rows is not None else request.body_rows()
+                gateway._record(RequestRecord(method, request.path, rows, 0))
                 self.close_connection = True
                 return
-        gateway._record(RequestRecord(method, request.path, request.body_rows(), reply.status))
+        rows = reply.rows if reply.rows is not None else request.body_rows()
+        gateway._record(RequestRecord(method, request.path, rows, reply.status))
         self._send(reply, head_only=method == "HEAD")
 
     def _send(self, reply: Reply, *, head_only: bool) -> None:
@@ -1215,9 +1416,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(reply.body)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        # end_headers() would write the head, then the body: one write instead.
+        self._headers_buffer.append(b"\r\n")
         if not head_only and reply.status != 204:
-            self.wfile.write(reply.body)
+            self._headers_buffer.append(reply.body)
+        self.flush_headers()
         self.wfile.flush()
 
 
@@ -1350,6 +1553,7 @@ class Gateway:
         self._thread: threading.Thread | None = None
         self._failure: _Failure | None = None
         self._requests: list[RequestRecord] = []
+        self._statements = _StatementCache()
         self._closed = False
         if start:
             self.start()
