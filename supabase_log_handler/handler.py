@@ -108,10 +108,10 @@ class SupabaseHandler(logging.Handler):
         intake = pipeline.intake
         try:
             if pipeline.final:
-                intake.drops.append((AFTER_CLOSE, _levelno(record), None))
+                intake.drops.add(AFTER_CLOSE, _levelno(record))
                 return
             if _get_ident() in pipeline.thread_ids:
-                intake.drops.append((OWN_THREAD, _levelno(record), None))
+                intake.drops.add(OWN_THREAD, _levelno(record))
                 return
             if self._excluded_names:
                 name = record.name
@@ -128,7 +128,7 @@ class SupabaseHandler(logging.Handler):
             if run_id is None:
                 run = context.current_run() or self._implicit_run()
                 if run is None:
-                    intake.drops.append((NO_RUN, _levelno(record), None))
+                    intake.drops.add(NO_RUN, _levelno(record))
                     return
                 if self.serial not in run.announced:
                     self._announce(run)
@@ -153,7 +153,7 @@ class SupabaseHandler(logging.Handler):
             raise
         except Exception:
             try:
-                intake.drops.append((EMIT_ERROR, _levelno(record), None))
+                intake.drops.add(EMIT_ERROR, _levelno(record))
             finally:
                 self.handleError(record)
 

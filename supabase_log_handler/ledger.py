@@ -84,6 +84,7 @@ class Ledger:
         self.dead: Counter[str] = Counter()
         self.dropped: Counter[tuple[str, str, str]] = Counter()  # (table, reason, level)
         self.refused: Counter[str] = Counter()  # dropped by emit itself, never taken
+        self._drops_seen: dict[tuple[str, int], int] = {}
         self.unreported_drops = 0
         self.last_drop_run: str | None = None
         self.replayed_foreign = 0
@@ -222,19 +223,18 @@ class Ledger:
             self.taken[self._table_of(item)] += 1
 
     def collect_drops(self) -> None:
-        """Fold the drops ``emit`` noted into the counters."""
+        """Fold the drops ``emit`` counted into the ledger."""
         with self.lock:
-            drops = self.intake.drops
-            while True:
-                try:
-                    reason, levelno, run_id = drops.popleft()
-                except IndexError:
-                    break
-                self.dropped[(self.logs_table, reason, level_name(levelno))] += 1
-                self.refused[self.logs_table] += 1
+            for (reason, levelno), total in self.intake.drops.totals().items():
+                new = total - self._drops_seen.get((reason, levelno), 0)
+                if new <= 0:
+                    continue
+                self._drops_seen[(reason, levelno)] = total
+                self.dropped[(self.logs_table, reason, level_name(levelno))] += new
+                self.refused[self.logs_table] += new
                 if reason not in QUIET_REASONS:
-                    self.unreported_drops += 1
-                    self.last_drop_run = run_id or self.last_drop_run
+                    self.unreported_drops += new
+                    self.last_drop_run = self.intake.drops.last_run or self.last_drop_run
 
     def lowest_unsettled(self) -> int | None:
         """The lowest sequence number not yet settled (None when nothing is pending)."""

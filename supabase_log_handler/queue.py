@@ -12,8 +12,8 @@ Lanes, each in sequence order: ``low`` (DEBUG/INFO), ``high`` (WARNING and up),
 ``ctrl`` (run rows and rows for other tables: never shed) and ``assist``
 (entries a caller built itself, down to their spool frame, because memory was
 full and the spool can take them: the worker only has to write the bytes; see
-``offer``). Records refused here are noted in ``drops`` as
-``(reason, levelno, run_id)`` and counted by the ledger.
+``offer``). Records refused here are counted in ``drops`` by reason and level
+(one ``itertools.count`` per pair: bounded memory, however many are refused).
 """
 
 from __future__ import annotations
@@ -41,6 +41,27 @@ NO_RUN = "no_run"  # no run to put it in (implicit runs disabled)
 EMIT_ERROR = "emit_error"  # the record could not be read (see handleError's output)
 
 
+class Drops:
+    """Records refused by ``emit``, counted per (reason, levelno) without a lock."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, int], itertools.count[int]] = {}
+        self.last_run: str | None = None  # where the "N records dropped" row goes
+
+    def add(self, reason: str, levelno: int, run_id: str | None = None) -> None:
+        key = (reason, levelno)
+        counter = self._counts.get(key)
+        if counter is None:
+            counter = self._counts.setdefault(key, itertools.count(1))  # atomic: one wins
+        next(counter)
+        if run_id is not None:
+            self.last_run = run_id
+
+    def totals(self) -> dict[tuple[str, int], int]:
+        """How many so far, per (reason, levelno)."""
+        return {key: int(repr(c)[6:-1]) - 1 for key, c in list(self._counts.items())}
+
+
 class Intake:
     """Bounded by rows and bytes; see the module docstring."""
 
@@ -51,7 +72,7 @@ class Intake:
         self.high: deque[Item] = deque()
         self.ctrl: deque[Item] = deque()
         self.assist: deque[tuple[Any, ...]] = deque()
-        self.drops: deque[tuple[str, int, str | None]] = deque()
+        self.drops = Drops()
         self.seq = itertools.count(1)
         self.nbytes = 0
         self.assist_bytes = 0
@@ -77,20 +98,20 @@ class Intake:
                 self.assist_bytes += len(entry[_FRAME])
                 self.nudge()
                 return
-            self.drops.append((OVERLOAD, levelno, item[RUN_ID]))
+            self.drops.add(OVERLOAD, levelno, item[RUN_ID])
             return
         if levelno >= _WARNING:
             try:
                 evicted = low.pop()  # the newest DEBUG/INFO item makes room
             except IndexError:
-                self.drops.append((QUEUE_FULL, levelno, item[RUN_ID]))
+                self.drops.add(QUEUE_FULL, levelno, item[RUN_ID])
                 return
             self.nbytes -= evicted[SIZE]
-            self.drops.append((QUEUE_FULL, evicted[2], evicted[RUN_ID]))
+            self.drops.add(QUEUE_FULL, evicted[2], evicted[RUN_ID])
             high.append(item)
             self.nbytes += item[SIZE]
             return
-        self.drops.append((QUEUE_FULL, levelno, item[RUN_ID]))
+        self.drops.add(QUEUE_FULL, levelno, item[RUN_ID])
 
     def put_control(self, item: Item) -> None:
         """Queue a run row or another table's row: never refused, never shed."""
