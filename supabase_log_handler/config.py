@@ -4,7 +4,9 @@ Explicit keyword arguments win over environment variables, which win over a
 ``.env`` file (read with python-dotenv, never copied into ``os.environ``), which
 win over defaults. Every value is validated at once; a bad one raises
 :class:`~supabase_log_handler.errors.ConfigurationError` naming both the keyword
-and the environment variable. Nothing here touches the network.
+and the environment variable, or, for a handler (whose configuration must never
+crash the job), gives way to a safe choice that ``load_settings_forgiving`` names.
+Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .errors import ConfigurationError
+from .fields import FIELDS as FIELDS
 
-DEFAULT_EXCLUDED_LOGGERS = ""  # the handler's own requests are recognised by thread, not by name
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -52,169 +54,6 @@ def default_script_name() -> str:
     return path.stem or "python"
 
 
-class Field(NamedTuple):
-    env: str
-    kind: str  # str | bool | int | float | choice
-    default: Any
-    choices: tuple[str, ...] = ()
-    doc: str = ""
-
-
-# keyword -> how to read it. The README's configuration table is this table.
-FIELDS: dict[str, Field] = {
-    "url": Field("SUPABASE_URL", "str", None, doc="Project URL; unset means the local store"),
-    "key": Field("SUPABASE_SERVICE_ROLE_KEY", "str", None, doc="service role (secret) key"),
-    "script_name": Field(
-        "SUPABASE_LOG_SCRIPT_NAME",
-        "str",
-        None,
-        doc="name of implicit runs (default: the script's file name)",
-    ),
-    "triggered_by": Field(
-        "SUPABASE_LOG_TRIGGERED_BY",
-        "str",
-        None,
-        doc="manual, cron, github-actions ... (default: detected)",
-    ),
-    "default_step": Field(
-        "SUPABASE_LOG_DEFAULT_STEP",
-        "str",
-        "LOG",
-        doc="step of records outside any run.step() block",
-    ),
-    "schema": Field("SUPABASE_LOG_SCHEMA", "str", "public", doc="PostgreSQL schema of the tables"),
-    "runs_table": Field("SUPABASE_LOG_RUNS_TABLE", "str", "runs", doc="table of runs"),
-    "logs_table": Field("SUPABASE_LOG_LOGS_TABLE", "str", "logs", doc="table of log rows"),
-    "integration_logs_table": Field(
-        "SUPABASE_LOG_INTEGRATION_TABLE",
-        "str",
-        "integration_logs",
-        doc="table of external API calls",
-    ),
-    "sink": Field(
-        "SUPABASE_LOG_SINK",
-        "choice",
-        "auto",
-        ("auto", "supabase", "local"),
-        doc="auto: Supabase when a URL is set, else the local store",
-    ),
-    "local_path": Field("SUPABASE_LOG_LOCAL_DB", "str", None, doc="SQLite file of the local store"),
-    "flush_interval_s": Field(
-        "SUPABASE_LOG_FLUSH_INTERVAL_S",
-        "float",
-        1.0,
-        doc="longest a row waits before its batch is sent",
-    ),
-    "max_batch_rows": Field("SUPABASE_LOG_MAX_BATCH_ROWS", "int", 500, doc="rows per request"),
-    "max_batch_bytes": Field(
-        "SUPABASE_LOG_MAX_BATCH_BYTES", "int", 1_000_000, doc="approximate bytes per request"
-    ),
-    "max_queue_rows": Field(
-        "SUPABASE_LOG_MAX_QUEUE_ROWS",
-        "int",
-        100_000,
-        doc="rows held in memory before spilling to the spool",
-    ),
-    "max_queue_bytes": Field(
-        "SUPABASE_LOG_MAX_QUEUE_BYTES",
-        "int",
-        64 * 1024 * 1024,
-        doc="approximate bytes held in memory",
-    ),
-    "overflow": Field(
-        "SUPABASE_LOG_OVERFLOW",
-        "choice",
-        "shed",
-        ("shed", "block"),
-        doc="what emit does when memory and spool are full",
-    ),
-    "block_timeout_s": Field(
-        "SUPABASE_LOG_BLOCK_TIMEOUT_S",
-        "float",
-        1.0,
-        doc="with overflow=block, the longest emit waits",
-    ),
-    "request_timeout_s": Field(
-        "SUPABASE_LOG_REQUEST_TIMEOUT_S", "float", 10.0, doc="HTTP timeout of one request"
-    ),
-    "retry_deadline_s": Field(
-        "SUPABASE_LOG_RETRY_DEADLINE_S",
-        "float",
-        15.0,
-        doc="how long one batch is retried before it is spooled",
-    ),
-    "retry_max_wait_s": Field(
-        "SUPABASE_LOG_RETRY_MAX_WAIT_S", "float", 5.0, doc="longest pause between two retries"
-    ),
-    "probe_interval_s": Field(
-        "SUPABASE_LOG_PROBE_INTERVAL_S", "float", 5.0, doc="how often a failed backend is probed"
-    ),
-    "shutdown_timeout_s": Field(
-        "SUPABASE_LOG_SHUTDOWN_TIMEOUT_S",
-        "float",
-        5.0,
-        doc="longest the exit drain takes; the rest is spooled",
-    ),
-    "spool": Field(
-        "SUPABASE_LOG_SPOOL_ENABLED", "bool", True, doc="keep undeliverable rows on disk"
-    ),
-    "spool_path": Field("SUPABASE_LOG_SPOOL", "str", None, doc="directory of the spool"),
-    "max_spool_bytes": Field(
-        "SUPABASE_LOG_MAX_SPOOL_BYTES", "int", 512 * 1024 * 1024, doc="size cap of the spool"
-    ),
-    "durability": Field(
-        "SUPABASE_LOG_DURABILITY",
-        "choice",
-        "memory",
-        ("memory", "disk"),
-        doc="disk: write rows to the spool before sending",
-    ),
-    "redact": Field(
-        "SUPABASE_LOG_REDACT", "bool", True, doc="mask secrets in messages, meta and tracebacks"
-    ),
-    "redact_keys": Field(
-        "SUPABASE_LOG_REDACT_KEYS", "str", "", doc="more sensitive key names, comma separated"
-    ),
-    "exclude_loggers": Field(
-        "SUPABASE_LOG_EXCLUDE_LOGGERS",
-        "str",
-        DEFAULT_EXCLUDED_LOGGERS,
-        doc="loggers never written, comma separated (none by default)",
-    ),
-    "max_message_chars": Field(
-        "SUPABASE_LOG_MAX_MESSAGE_CHARS",
-        "int",
-        100_000,
-        doc="longer messages are truncated, marked in meta",
-    ),
-    "max_traceback_chars": Field(
-        "SUPABASE_LOG_MAX_TRACEBACK_CHARS", "int", 100_000, doc="longer tracebacks are truncated"
-    ),
-    "max_meta_bytes": Field(
-        "SUPABASE_LOG_MAX_META_BYTES",
-        "int",
-        256 * 1024,
-        doc="larger meta is replaced by a truncated text",
-    ),
-    "implicit_run": Field(
-        "SUPABASE_LOG_IMPLICIT_RUN",
-        "bool",
-        True,
-        doc="open a run per process for records outside start_run",
-    ),
-    "capture_uncaught": Field(
-        "SUPABASE_LOG_CAPTURE_UNCAUGHT",
-        "bool",
-        True,
-        doc="log uncaught exceptions and fail the run",
-    ),
-    "install_signal_handlers": Field(
-        "SUPABASE_LOG_SIGNALS", "bool", True, doc="on SIGTERM fail the run and drain"
-    ),
-    "diagnostics": Field(
-        "SUPABASE_LOG_DIAGNOSTICS", "bool", True, doc="write the handler's own problems to stderr"
-    ),
-}
 MAX_REASONABLE = {"max_batch_rows": 10_000}
 
 
@@ -257,6 +96,7 @@ class Settings(NamedTuple):
     implicit_run: bool
     capture_uncaught: bool
     install_signal_handlers: bool
+    strict: bool
     diagnostics: bool
 
     @property
@@ -369,15 +209,57 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     env_file: str | os.PathLike[str] | None = None,
 ) -> Settings:
-    """Settings from explicit values, then the environment, then ``.env``, then defaults."""
+    """Settings from explicit values, then the environment, then ``.env``, then defaults.
+
+    Raises :class:`ConfigurationError` for the first setting that is wrong.
+    """
+    settings, problems = _load(explicit, environ, env_file)
+    if problems:
+        raise ConfigurationError(problems[0].message)
+    return settings
+
+
+class Problem(NamedTuple):
+    """A setting that is wrong, and what a forgiving load did about it."""
+
+    name: str
+    message: str
+    action: str  # "default": the default is used; "local": the local store; "park": rows wait
+
+
+def load_settings_forgiving(
+    explicit: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_file: str | os.PathLike[str] | None = None,
+) -> tuple[Settings, list[Problem]]:
+    """Settings that never fail: a wrong value gives way to its default, a malformed URL to the
+    local store; with a missing or anon key the URL is kept and rows wait (``park``) for a
+    process that has the right key. The problems say what was done."""
+    settings, problems = _load(explicit, environ, env_file)
+    for p in problems:
+        if p.action == "default" and p.name in FIELDS:
+            settings = settings._replace(**{p.name: FIELDS[p.name].default})
+        elif p.action == "local":
+            settings = settings._replace(url=None, sink="local")
+    return settings, problems
+
+
+def _load(
+    explicit: Mapping[str, Any] | None,
+    environ: Mapping[str, str] | None,
+    env_file: str | os.PathLike[str] | None,
+) -> tuple[Settings, list[Problem]]:
     explicit = dict(explicit or {})
+    problems: list[Problem] = []
     unknown = sorted(set(explicit) - set(FIELDS))
     if unknown:
-        raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}")
+        problems.append(Problem("", f"unknown setting(s): {', '.join(unknown)}", "default"))
     environ = os.environ if environ is None else environ
     dotenv = read_env_file(env_file)
     values: dict[str, Any] = {}
     for name, spec in FIELDS.items():
+        values[name] = spec.default
         if explicit.get(name) is not None:
             raw = explicit[name]
         elif spec.env in environ:
@@ -385,50 +267,56 @@ def load_settings(
             # (`SUPABASE_URL= python job.py` writes to the local store whatever .env says).
             raw = environ[spec.env]
             if not raw.strip():
-                values[name] = spec.default
                 continue
         elif dotenv.get(spec.env, "").strip():
             raw = dotenv[spec.env]
         else:
-            values[name] = spec.default
             continue
-        value = _coerce(name, raw)
+        try:
+            value = _coerce(name, raw)
+        except ConfigurationError as exc:
+            problems.append(Problem(name, str(exc), "default"))
+            continue
         values[name] = spec.default if value is None else value
     settings = Settings(**values)
-    _check(settings)
-    return settings
+    problems.extend(_check(settings))
+    return settings, problems
 
 
-def _check(s: Settings) -> None:
-    for name, limit in MAX_REASONABLE.items():
-        if getattr(s, name) > limit:
-            raise ConfigurationError(f"{_describe(name)} must be at most {limit}")
+def _check(s: Settings) -> list[Problem]:
+    found = [
+        Problem(name, f"{_describe(name)} must be at most {limit}", "default")
+        for name, limit in MAX_REASONABLE.items()
+        if getattr(s, name) > limit
+    ]
     for name in ("schema", "runs_table", "logs_table", "integration_logs_table"):
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", getattr(s, name)):
-            raise ConfigurationError(f"{_describe(name)} must be a plain SQL identifier")
+            found.append(Problem(name, f"{_describe(name)} must be a plain SQL identifier", "default"))
     if s.sink == "supabase" and not s.url:
-        raise ConfigurationError(f"{_describe('url')} is required when sink is 'supabase'")
+        found.append(Problem("url", f"{_describe('url')} is required when sink is 'supabase'", "local"))
+        return found
     if not s.uses_supabase:
-        return
+        return found
     assert s.url is not None
     if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", s.url):
         from ._redact import Redactor
 
         shown = Redactor(literals=[s.key]).text(s.url)  # a key pasted as the URL must not be echoed
-        raise ConfigurationError(
-            f"{_describe('url')} must look like https://<project>.supabase.co, got {shown!r}"
-        )
+        found.append(Problem(
+            "url", f"{_describe('url')} must look like https://<project>.supabase.co, got {shown!r}",
+            "local"))  # fmt: skip
+        return found
     if not s.key:
-        raise ConfigurationError(
-            f"{_describe('key')} is required when {FIELDS['url'].env} is set: "
-            "use the project's service role (secret) key"
-        )
+        found.append(Problem(
+            "key", f"{_describe('key')} is required when {FIELDS['url'].env} is set: "
+            "use the project's service role (secret) key", "park"))  # fmt: skip
+        return found
     role = key_role(s.key)
     if role in ("anon", "authenticated"):
-        raise ConfigurationError(
-            f"{_describe('key')} is the {role} key, which cannot write logs; "
-            "use the service role (secret) key from the project's API settings"
-        )
+        found.append(Problem(
+            "key", f"{_describe('key')} is the {role} key, which cannot write logs; "
+            "use the service role (secret) key from the project's API settings", "park"))  # fmt: skip
+    return found
 
 
 def key_role(key: str) -> str | None:

@@ -24,7 +24,14 @@ from typing import Any
 
 from . import context, lifecycle, runs, snapshot
 from ._redact import Redactor
-from .config import FIELDS, Settings, default_script_name, load_settings
+from .config import (
+    FIELDS,
+    Problem,
+    Settings,
+    default_script_name,
+    load_settings,
+    load_settings_forgiving,
+)
 from .diagnostics import Diagnostics
 from .pipeline import Pipeline
 from .queue import AFTER_CLOSE, EMIT_ERROR, NO_RUN, OWN_THREAD
@@ -61,7 +68,12 @@ class SupabaseHandler(logging.Handler):
     ) -> None:
         # Settings first: a constructor that raises must not leave a half-built handler
         # registered with logging (logging.shutdown would call close() on it at exit).
-        loaded = load_settings(settings, env_file=env_file)
+        # A mistake raises only in strict mode; otherwise it is reported and a safe choice made.
+        problems: list[Problem] = []
+        if _strict(settings):
+            loaded = load_settings(settings, env_file=env_file)
+        else:
+            loaded, problems = load_settings_forgiving(settings, env_file=env_file)
         super().__init__(_default_level() if level is None else level)
         self.settings: Settings = loaded
         s = self.settings
@@ -71,6 +83,8 @@ class SupabaseHandler(logging.Handler):
         self.diagnostics = Diagnostics(enabled=s.diagnostics, mask=self.redactor.text)
         self.serial = next(_serials)
         self._pipeline = Pipeline(s, redactor=self.redactor, diagnostics=self.diagnostics)
+        for problem in problems:
+            self._report_problem(problem)
         self._excluded_prefixes = tuple(n + "." for n in s.excluded_logger_names)
         self._excluded_names = frozenset(s.excluded_logger_names)
         self._excluded: dict[str, bool] = {}
@@ -79,6 +93,24 @@ class SupabaseHandler(logging.Handler):
         self._local_note_given = False
         runs._listeners.add(self)
         lifecycle.register(self)
+
+    def _report_problem(self, problem: Problem) -> None:
+        """One line on stderr: what is wrong, and what happens to the rows meanwhile."""
+        s = self.settings
+        if problem.action == "park":
+            self._pipeline.park(problem.message)
+            where = f"the spool {s.resolved_spool_path}" if s.spool else "memory (the spool is off)"
+            then = (
+                "the job goes on; its rows are kept in " + where + " and sent once the key is"
+                " fixed (by the next job that has it, or `supabase-log push`)"
+            )
+        elif problem.action == "local":
+            then = f"writing to the local store {s.resolved_local_path} instead"
+        elif problem.name:
+            then = f"using the default ({FIELDS[problem.name].default!r})"
+        else:
+            then = "ignored"
+        self.diagnostics.report(f"config-{problem.name}", f"{problem.message}; {then}")
 
     # -- the hot path ----------------------------------------------------------------
     def handle(self, record: logging.LogRecord) -> Any:
@@ -318,6 +350,13 @@ class SupabaseHandler(logging.Handler):
     def __repr__(self) -> str:
         target = self.settings.url or f"local:{self.settings.resolved_local_path}"
         return f"<SupabaseHandler {target} ({logging.getLevelName(self.level)})>"
+
+
+def _strict(settings: dict[str, Any]) -> bool:
+    explicit = settings.get("strict")
+    if explicit is not None:
+        return str(explicit).strip().lower() in ("1", "true", "yes", "on")
+    return os.environ.get("SUPABASE_LOG_STRICT", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _levelno(record: logging.LogRecord) -> int:

@@ -93,6 +93,9 @@ class Pipeline:
             else None
         )
         self.breaker = Breaker(probe_interval_s=s.probe_interval_s)
+        parked: str | None = getattr(self, "_parked", None)
+        if parked is not None:  # a forked child keeps its parent's verdict
+            self.breaker.park(parked)
         self.deliverer = Deliverer(
             sink_factory=lambda: self.sink_factory(),
             breaker=self.breaker,
@@ -197,6 +200,11 @@ class Pipeline:
 
     def _count_request(self, what: str) -> None:
         self.counters["retries" if what == "retry" else "requests"] += 1
+
+    def park(self, reason: str) -> None:
+        """A configuration mistake: send nothing in this process (or its children), keep every row."""
+        self._parked = reason
+        self.breaker.park(reason)
 
     # -- life --------------------------------------------------------------------------
     def start(self) -> bool:

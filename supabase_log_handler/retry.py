@@ -116,6 +116,7 @@ class Breaker:
         self._next_probe = 0.0
         self._last_attempt = 0.0
         self.needs_person = False  # a setup error: only the probe schedule may retry it
+        self.parked = False  # a configuration mistake: never probed in this process
         self.reason: str | None = None
 
     @property
@@ -135,6 +136,15 @@ class Breaker:
             self.reason = reason
             self._next_probe = time.monotonic() + max(self._interval_s, at_least_s)
 
+    def park(self, reason: str) -> None:
+        """Open for good: nothing is sent until a person fixes the setup (a new process)."""
+        with self._lock:
+            self._open = True
+            self.needs_person = True
+            self.parked = True
+            self.reason = reason
+            self._next_probe = float("inf")
+
     def probe_due(self) -> bool:
         return self._open and time.monotonic() >= self._next_probe
 
@@ -152,6 +162,8 @@ class Breaker:
 
     def reset(self) -> None:
         with self._lock:
+            if self.parked:
+                return
             self._open = False
             self.needs_person = False
             self._interval_s = self.base_interval_s

@@ -145,7 +145,9 @@ class Sender:
         """Deliver a batch held by ``stage`` and settle it. Never raises."""
         entries = holding.entries
         try:
-            if self.breaker.is_open and not self.breaker.probe_due() and self.spool is not None:
+            if self.breaker.parked or (
+                self.breaker.is_open and not self.breaker.probe_due() and self.spool is not None
+            ):
                 self.settle_undelivered(holding, stage, [], [], entries, self.breaker.reason)
                 return
             outcome = self.deliverer.deliver(self._with_summaries(entries), deadline)

@@ -47,7 +47,7 @@ def test_records_with_200_kb_extras_stay_within_twice_the_memory_bound(
         print(json.dumps({{"peak": peak, "stats": h.stats()}}))
         """,
         {**supabase_env, "SUPABASE_LOG_SPOOL": str(tmp_path / "spool"),
-         "SUPABASE_LOG_SHUTDOWN_TIMEOUT_S": "2"},  # fmt: skip
+         "SUPABASE_LOG_SHUTDOWN_TIMEOUT_S": "2"},
         timeout_s=300,
     )
     info = last_json_line(out.stdout)

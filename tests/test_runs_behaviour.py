@@ -79,13 +79,13 @@ def test_start_run_takes_triggered_by_from_the_handler_settings(local: Path) -> 
 
 
 def test_failed_construction_leaves_no_traceback_at_exit(tmp_path: Path) -> None:
-    """A handler whose settings are refused (anon key) raises once and prints nothing at exit."""
+    """In strict mode a handler whose settings are refused (anon key) raises once and prints nothing at exit."""
     anon = "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c2lnbmF0dXJl"
     source = f"""
 import logging.config
 try:
     logging.config.dictConfig({{"version": 1, "handlers": {{"db": {{"class": "supabase_log_handler.SupabaseHandler",
-        "url": "https://example.supabase.co", "key": "{anon}"}}}}, "root": {{"handlers": ["db"]}}}})
+        "url": "https://example.supabase.co", "key": "{anon}", "strict": True}}}}, "root": {{"handlers": ["db"]}}}})
 except ValueError as exc:
     print("refused:", exc.__cause__)
 """
