@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import queue as queue_mod
 import threading
 import time
@@ -28,8 +27,6 @@ from .ledger import SENDER, Holding, Ledger
 from .rows import E_MERGE, E_PAYLOAD, E_SEQ, E_TABLE, Entry, encode
 from .spool import Spool, SpoolError
 
-THREAD_PREFIX = "supabase-log-"
-CLIENT_LOGGERS = ("httpx", "httpcore", "hpack", "h2", "h11")
 NO_SPOOL = "no_spool"  # undeliverable and the spool is disabled
 SPOOL_FAILED = "spool_failed"  # undeliverable and the spool could not take it (see last_error)
 
@@ -89,7 +86,6 @@ class Sender:
         """Load the HTTP client now, before the first batch, and keep its records quiet."""
         try:
             self.deliverer.sink.prepare()
-            quiet_client_loggers()
         except Exception as exc:
             self.diag.report("client", f"cannot create the HTTP client: {exc!r}")
         finally:
@@ -277,30 +273,6 @@ class Sender:
         else:
             self.ledger.replayed(Counter(), Counter(), sum(delivered.values()))
         return len(entries)
-
-
-def _not_from_us(record: logging.LogRecord) -> bool:
-    from .sinks.rest import own_request
-
-    return not (str(record.threadName).startswith(THREAD_PREFIX) or own_request.get())
-
-
-def quiet_client_loggers() -> None:
-    """The HTTP client's records about our own requests reach no handler (not even the
-    application's console); its records about the application's requests are untouched.
-
-    A logger's filters apply to the records it makes itself, so every logger of the
-    client's packages gets one (httpcore makes its records in ``httpcore.http11`` ...).
-    """
-    names = [n for n in list(logging.Logger.manager.loggerDict)
-             if n in CLIENT_LOGGERS or n.startswith(_CLIENT_PREFIXES)]  # fmt: skip
-    for name in {*CLIENT_LOGGERS, *names}:
-        logger = logging.getLogger(name)
-        if _not_from_us not in logger.filters:
-            logger.addFilter(_not_from_us)
-
-
-_CLIENT_PREFIXES = tuple(n + "." for n in CLIENT_LOGGERS)
 
 
 def describe(value: Any) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +33,30 @@ CLIENT_INFO = "supabase-log-handler/0.2.0"
 # Set while this package makes a request on a caller's thread (reads), so the
 # HTTP client's own log records are never shown to, or stored by, the caller's handlers.
 own_request: contextvars.ContextVar[bool] = contextvars.ContextVar(f"{_package}.own", default=False)
+
+
+THREAD_PREFIX = "supabase-log-"  # the pipeline's threads
+CLIENT_LOGGERS = ("httpx", "httpcore", "hpack", "h2", "h11")
+_CLIENT_PREFIXES = tuple(n + "." for n in CLIENT_LOGGERS)
+
+
+def _not_from_us(record: logging.LogRecord) -> bool:
+    return not (str(record.threadName).startswith(THREAD_PREFIX) or own_request.get())
+
+
+def quiet_client_loggers() -> None:
+    """The HTTP client's records about our own requests reach no handler (not even the
+    application's console); its records about the application's requests are untouched.
+
+    A logger's filters apply to the records it makes itself, so every logger of the
+    client's packages gets one (httpcore makes its records in ``httpcore.http11`` ...).
+    """
+    names = [n for n in list(logging.Logger.manager.loggerDict)
+             if n in CLIENT_LOGGERS or n.startswith(_CLIENT_PREFIXES)]  # fmt: skip
+    for name in {*CLIENT_LOGGERS, *names}:
+        logger = logging.getLogger(name)
+        if _not_from_us not in logger.filters:
+            logger.addFilter(_not_from_us)
 
 
 def quote_columns(columns: Sequence[str]) -> str:
@@ -63,6 +88,7 @@ class SupabaseSink(DictRows):
         if self._http is None:
             import httpx
 
+            quiet_client_loggers()
             self._http = httpx.Client(
                 base_url=self._base,
                 headers={
