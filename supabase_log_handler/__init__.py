@@ -26,6 +26,7 @@ from .errors import (
 from .handler import SupabaseHandler, install
 from .pools import join_run, pool_options
 from .read import get_logs, get_run, last_successful_run
+from .runlog import RunLogger
 from .runs import (
     ANALYZE,
     END,
@@ -40,7 +41,6 @@ from .runs import (
     UPSERT,
     VALIDATE,
     Run,
-    RunLogger,
     start_run,
 )
 from .watch.schedules import declare_schedule

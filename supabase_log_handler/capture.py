@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from types import CodeType, FrameType
 from typing import Any
 
+from . import lifecycle
 from .diagnostics import PREFIX
 
 ENV_CAPTURE_PRINT = "SUPABASE_LOG_CAPTURE_PRINT"
@@ -100,13 +101,14 @@ class LineCapture:
         return self._stream
 
     def write(self, text: str) -> int:
-        written: int = self._stream.write(text)
-        try:
-            frame = sys._getframe(1)  # the code that called write()
-        except ValueError:  # none: the interpreter reports an exit or a traceback itself
+        with lifecycle.critical():  # a SIGTERM now waits until the line is recorded too
+            written: int = self._stream.write(text)
+            try:
+                frame = sys._getframe(1)  # the code that called write()
+            except ValueError:  # none: the interpreter reports an exit or a traceback itself
+                return written
+            self._capture(text, frame)
             return written
-        self._capture(text, frame)
-        return written
 
     def writelines(self, lines: Iterable[str]) -> None:
         lines = list(lines)

@@ -82,6 +82,7 @@ class Settings(NamedTuple):
     retry_deadline_s: float
     retry_max_wait_s: float
     probe_interval_s: float
+    heartbeat_interval_s: float
     shutdown_timeout_s: float
     spool: bool
     spool_path: str | None
@@ -171,7 +172,7 @@ def _coerce(name: str, raw: Any) -> Any:
         raise ConfigurationError(
             f"{_describe(name)} must be a {'whole ' if spec.kind == 'int' else ''}number, got {raw!r}"
         ) from None
-    if not value > 0 or value != value or value == float("inf"):
+    if value != value or value == float("inf") or not (value > 0 or (value == 0 and spec.zero_ok)):
         raise ConfigurationError(f"{_describe(name)} must be a positive number, got {raw!r}")
     return value
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,16 @@ _step_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 _state: dict[str, Any] = {"process_run": None, "implicit": None}
+_listeners: weakref.WeakSet[Any] = weakref.WeakSet()  # handlers, told as runs open and finish
+
+
+def listen(handler: Any) -> None:
+    """``handler`` is told about runs as they open and finish (see handler.py)."""
+    _listeners.add(handler)
+
+
+def listeners() -> list[Any]:
+    return list(_listeners)
 _registry: dict[str, Run] = {}
 _recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
@@ -125,6 +136,11 @@ def last_implicit_run() -> Run | None:
 
 def register(run: Run) -> None:
     _registry[run.id] = run
+
+
+def open_runs() -> list[Run]:
+    """The runs open in this process (opened here, joined, or inherited)."""
+    return list(_registry.values())
 
 
 def lookup(run_id: str) -> Run | None:

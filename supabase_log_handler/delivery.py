@@ -5,7 +5,8 @@ Entries are sent in groups, in the order the foreign key needs: run rows that
 create runs (and the rows of runs the group's log rows point at, when this
 sender has not created them yet), then plain inserts per table, then merges
 (final run states, updated rows) per table and column set, keeping only the
-newest state of an id. Transient failures are retried (``retry.py``); when one
+newest state of an id, and last the heartbeats of running runs (an update that
+only applies while the run is still running, so a late one never undoes its end). Transient failures are retried (``retry.py``); when one
 persists the rest is returned, undelivered, with the error. A group the
 database refuses is halved until the bad row is found; it is retried once
 sanitised, then reported as dead with the server's error, so one bad row never
@@ -23,7 +24,7 @@ from typing import Any, NamedTuple
 
 from .errors import DataError, DeliveryError, SetupError, TransientError
 from .retry import Breaker, call_with_retry
-from .rows import E_ID, E_MERGE, E_PAYLOAD, E_RUN, E_TABLE, Entry, sanitise
+from .rows import ALIVE, E_ID, E_MERGE, E_PAYLOAD, E_RUN, E_TABLE, INSERT, MERGE, Entry, sanitise
 from .sinks import LOG_COLUMNS, Sink
 
 ENSURED_RUNS_KEPT = 4096
@@ -61,6 +62,7 @@ class Deliverer:
         self.run_row = run_row
         self.on_request = on_request
         self.abort = threading.Event()  # cut retries short: a shutdown deadline is near
+        self.heartbeats = True  # False once the runs table proved to have no heartbeat column
         self._ensured: OrderedDict[str, None] = OrderedDict()
 
     @property
@@ -82,25 +84,32 @@ class Deliverer:
         groups = self._groups(entries)
         for i, (table, merge, columns, group) in enumerate(groups):
             try:
+                if merge == ALIVE:
+                    self._beat(table, group, delivered, dead, deadline)
+                    continue
                 if table == self.runs_table and not merge:
                     self._send(table, False, columns, group, delivered, dead, deadline)
                     self._remember(e[E_ID] for e in group)
                     continue
                 if table != self.runs_table:
                     self._ensure_runs(group, deadline)
-                self._send(table, merge, columns, group, delivered, dead, deadline)
+                self._send(table, merge == MERGE, columns, group, delivered, dead, deadline)
             except (TransientError, SetupError) as exc:
                 left = [e for _, _, _, g in groups[i:] for e in g]
                 done = {id(e) for e in delivered} | {id(e) for e, _ in dead}
                 return Outcome(delivered, dead, [e for e in left if id(e) not in done], exc)
         return Outcome(delivered, dead, [], None)
 
-    def _groups(self, entries: list[Entry]) -> list[tuple[str, bool, tuple[str, ...], list[Entry]]]:
+    def _groups(self, entries: list[Entry]) -> list[tuple[str, int, tuple[str, ...], list[Entry]]]:
         opens: dict[tuple[str, ...], list[Entry]] = {}
         inserts: dict[tuple[str, tuple[str, ...]], list[Entry]] = {}
         merges: dict[tuple[str, tuple[str, ...]], list[Entry]] = {}
+        alive: dict[str, list[Entry]] = {}
         for e in entries:
             table = e[E_TABLE]
+            if e[E_MERGE] == ALIVE:
+                alive.setdefault(table, []).append(e)
+                continue
             columns = LOG_COLUMNS if table == self.logs_table else _columns(e[E_PAYLOAD])
             if e[E_MERGE]:
                 merges.setdefault((table, columns), []).append(e)
@@ -108,9 +117,12 @@ class Deliverer:
                 opens.setdefault(columns, []).append(e)
             else:
                 inserts.setdefault((table, columns), []).append(e)
-        out = [(self.runs_table, False, c, g) for c, g in opens.items()]
-        out += [(t, False, c, g) for (t, c), g in inserts.items()]
-        out += [(t, True, c, g) for (t, c), g in merges.items()]
+        out: list[tuple[str, int, tuple[str, ...], list[Entry]]] = [
+            (self.runs_table, INSERT, c, g) for c, g in opens.items()
+        ]
+        out += [(t, INSERT, c, g) for (t, c), g in inserts.items()]
+        out += [(t, MERGE, c, g) for (t, c), g in merges.items()]
+        out += [(t, ALIVE, (), g) for t, g in alive.items()]  # last: after a run's final row
         return out
 
     def _ensure_runs(self, group: list[Entry], deadline: float | None) -> None:
@@ -125,6 +137,27 @@ class Deliverer:
             self._call(lambda c=columns, p=part: self.sink.write(  # type: ignore[misc]
                 self.runs_table, p, merge=False, columns=c, timeout_s=_left(deadline)), "runs")  # fmt: skip
         self._remember(run_id for run_id, row in found.items() if row is not None)
+
+    def _beat(
+        self, table: str, group: list[Entry], delivered: list[Entry],
+        dead: list[tuple[Entry, DataError]], deadline: float | None,
+    ) -> None:  # fmt: skip
+        """Heartbeats: the newest one of each run, and only while the run is still running."""
+        newest = {e[E_ID]: e for e in group}
+        for entry in group:
+            if newest[entry[E_ID]] is not entry or not self.heartbeats:
+                delivered.append(entry)  # superseded, or the table has no room for them
+                continue
+            try:
+                self._call(lambda e=entry: self.sink.update(  # type: ignore[misc]
+                    table, e[E_ID], e[E_PAYLOAD], only_if=("status", "running"),
+                    timeout_s=_left(deadline)), table)  # fmt: skip
+            except SetupError:  # e.g. the seeds' runs table, without heartbeat_at: stop trying
+                self.heartbeats = False
+            except DataError as exc:
+                dead.append((entry, exc))
+                continue
+            delivered.append(entry)
 
     def _remember(self, run_ids: Any) -> None:
         for run_id in run_ids:

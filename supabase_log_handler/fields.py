@@ -17,6 +17,7 @@ class Field(NamedTuple):
     default: Any
     choices: tuple[str, ...] = ()
     doc: str = ""
+    zero_ok: bool = False  # numbers: 0 is allowed (and means "off")
 
 
 # keyword -> how to read it. The README's configuration table is this table.
@@ -107,6 +108,13 @@ FIELDS: dict[str, Field] = {
     ),
     "probe_interval_s": Field(
         "SUPABASE_LOG_PROBE_INTERVAL_S", "float", 5.0, doc="how often a failed backend is probed"
+    ),
+    "heartbeat_interval_s": Field(
+        "SUPABASE_LOG_HEARTBEAT_INTERVAL_S",
+        "float",
+        30.0,
+        doc="how often an open run's row shows it is alive, with its metrics so far (0: never)",
+        zero_ok=True,
     ),
     "shutdown_timeout_s": Field(
         "SUPABASE_LOG_SHUTDOWN_TIMEOUT_S",

@@ -34,6 +34,7 @@ from .config import (
 )
 from .diagnostics import Diagnostics
 from .pipeline import Pipeline
+from .rows import iso_timestamp
 from .queue import AFTER_CLOSE, EMIT_ERROR, NO_RUN, OWN_THREAD
 
 _get_ident = threading.get_ident
@@ -83,6 +84,7 @@ class SupabaseHandler(logging.Handler):
         self.diagnostics = Diagnostics(enabled=s.diagnostics, mask=self.redactor.text)
         self.serial = next(_serials)
         self._pipeline = Pipeline(s, redactor=self.redactor, diagnostics=self.diagnostics)
+        self._pipeline.serial = self._pipeline.worker.serial = self.serial
         for problem in problems:
             self._report_problem(problem)
         self._excluded_prefixes = tuple(n + "." for n in s.excluded_logger_names)
@@ -91,7 +93,7 @@ class SupabaseHandler(logging.Handler):
         self._wake_rows = min(s.max_batch_rows, s.max_queue_rows // 2)  # a batch, or half the queue
         self._block = s.overflow == "block"
         self._local_note_given = False
-        runs._listeners.add(self)
+        context.listen(self)
         lifecycle.register(self)
 
     def _report_problem(self, problem: Problem) -> None:
@@ -179,6 +181,7 @@ class SupabaseHandler(logging.Handler):
             if levelno >= _ERROR:
                 pipeline.worker.hurry = True
                 intake.nudge()
+                _note_error(str(run_id), item)
             elif not intake.wake_pending and intake.rows >= self._wake_rows:
                 intake.nudge()
         except RecursionError:
@@ -285,6 +288,10 @@ class SupabaseHandler(logging.Handler):
         except Exception:
             self.diagnostics.report("submit", f"could not queue a row for {table}")
 
+    def redact_run_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A run's row as it may leave the process (error text and metadata masked)."""
+        return self._pipeline.redact_run(row)
+
     def handle_direct(self, record: logging.LogRecord) -> None:
         """Handle a record made by the package itself (run failures, uncaught exceptions)."""
         if self.filter(record) and record.levelno >= self.level:
@@ -350,6 +357,16 @@ class SupabaseHandler(logging.Handler):
     def __repr__(self) -> str:
         target = self.settings.url or f"local:{self.settings.resolved_local_path}"
         return f"<SupabaseHandler {target} ({logging.getLevelName(self.level)})>"
+
+
+def _note_error(run_id: str, item: tuple[Any, ...]) -> None:
+    """Keep the run's last ERROR records (a failure alert shows them)."""
+    run = context.lookup(run_id)
+    if run is not None:
+        run.recent_errors.append(
+            {"timestamp": iso_timestamp(item[snapshot.CREATED]), "step": item[snapshot.STEP],
+             "message": item[snapshot.MESSAGE][:1000]}
+        )
 
 
 def _strict(settings: dict[str, Any]) -> bool:

@@ -36,7 +36,7 @@ import weakref
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from . import context, runs
+from . import context, runlog
 from ._jsonsafe import safe_str
 
 if TYPE_CHECKING:
@@ -123,6 +123,9 @@ def drain_all(deadline_s: float | None = None) -> None:
     with critical():
         for h in found:
             h.close(max(deadline - time.monotonic(), 0.05))
+    from . import jobwatch
+
+    jobwatch.wait_for_alerts(deadline)  # a failure alert still being sent, within the same deadline
 
 
 def _at_exit() -> None:
@@ -147,7 +150,7 @@ def _exit_error() -> str | None:
         return None
     message = f"exited with code {status}" if isinstance(status, int) else safe_str(status)
     if context.current_run() is not None:
-        runs.log_message_error(message)
+        runlog.log_message_error(message)
     return message
 
 
@@ -162,7 +165,7 @@ def _emit_uncaught(
         return
     if value.__traceback__ is None:
         value = value.with_traceback(tb)
-    runs.log_exception(
+    runlog.log_exception(
         None, value, f"Uncaught exception in {where}: {etype.__qualname__}: {safe_str(value)}"
     )
 

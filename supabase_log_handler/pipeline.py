@@ -73,6 +73,7 @@ class Pipeline:
         self.redactor = redactor
         self.diag = diagnostics
         self.sink_factory: Callable[[], Sink] = lambda: make_sink(settings)
+        self.serial = 0  # the handler's, set by it: which runs it announced
         self._build()
         _pipelines.add(self)
 
@@ -144,6 +145,8 @@ class Pipeline:
         from .lifecycle import notice_takeover
 
         self.worker.on_cycle = notice_takeover
+        self.worker.heartbeat_interval_s = s.heartbeat_interval_s
+        self.worker.serial = self.serial
         self.threads: list[threading.Thread] = []
         self.thread_ids: frozenset[int] = frozenset()
         self.started = False
@@ -179,7 +182,7 @@ class Pipeline:
     def _forget_finished(self, entries: list[Any]) -> None:
         runs = self.settings.runs_table
         for e in entries:
-            if e[1] == runs and e[2]:  # a run's final row is settled: its rows came before it
+            if e[1] == runs and e[2] == 1:  # a run's final row is settled: its rows came before it
                 self.open_rows.pop(e[3], None)
 
     def redact_run(self, row: dict[str, Any]) -> dict[str, Any]:

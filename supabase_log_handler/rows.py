@@ -11,7 +11,7 @@ once: the same bytes are sent, spooled and replayed, never rebuilt::
             "truncated": [...]}                                # what was cut
 
 An entry is one flat tuple (``E_*`` below), so batches of them cost the garbage
-collector nothing: ``(seq, table, merge, row_id, run_id, levelno, payload)``.
+collector nothing: ``(seq, table, mode, row_id, run_id, levelno, payload)``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ E_ID: Final = 3
 E_RUN: Final = 4
 E_LEVEL: Final = 5
 E_PAYLOAD: Final = 6
-Entry = tuple[int, str, bool, str, "str | None", int, bytes]
+Entry = tuple[int, str, int, str, "str | None", int, bytes]
+# E_MERGE, how a row is written: INSERT keeps a stored row with the same id, MERGE overwrites
+# it, ALIVE updates a run that is still running (a heartbeat: never resurrects a finished run).
+INSERT, MERGE, ALIVE = 0, 1, 2
 
 LEVELS = ((logging.DEBUG, "DEBUG"), (logging.INFO, "INFO"), (logging.WARNING, "WARNING"),
           (logging.ERROR, "ERROR"))  # fmt: skip

@@ -18,9 +18,8 @@ import logging
 import os
 import threading
 import time
-import traceback
-import weakref
-from collections.abc import Callable, Iterator, MutableMapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -28,6 +27,8 @@ if TYPE_CHECKING:
 
 from . import _jsonsafe, context
 from ._ids import new_id
+from .runlog import RunLogger, log_exception
+from .triggers import detect_triggered_by
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,8 +58,6 @@ METRICS = (
     "api_cost",
 )
 
-# Live handlers, told about runs as they open and finish (see handler.py).
-_listeners: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _utc(value: dt.datetime | dt.date | str | None) -> str | None:
@@ -69,36 +68,6 @@ def _utc(value: dt.datetime | dt.date | str | None) -> str | None:
             value = value.astimezone()
         return value.astimezone(dt.timezone.utc).isoformat()
     return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc).isoformat()
-
-
-def detect_triggered_by(
-    environ: MutableMapping[str, str] | None = None,
-) -> tuple[str, dict[str, Any]]:
-    """What started this process, and what to record about it in ``metadata``."""
-    env = os.environ if environ is None else environ
-    explicit = env.get("SUPABASE_LOG_TRIGGERED_BY")
-    if env.get("GITHUB_ACTIONS") == "true":
-        server = env.get("GITHUB_SERVER_URL", "https://github.com")
-        repo, run_id = env.get("GITHUB_REPOSITORY", ""), env.get("GITHUB_RUN_ID", "")
-        info = {
-            "workflow": env.get("GITHUB_WORKFLOW"),
-            "event": env.get("GITHUB_EVENT_NAME"),
-            "run_url": f"{server}/{repo}/actions/runs/{run_id}" if repo and run_id else None,
-            "ref": env.get("GITHUB_REF"),
-            "commit": env.get("GITHUB_SHA"),
-        }
-        return explicit or "github-actions", {"github": {k: v for k, v in info.items() if v}}
-    for var, name in (
-        ("GITLAB_CI", "gitlab-ci"),
-        ("CIRCLECI", "circleci"),
-        ("BUILDKITE", "buildkite"),
-        ("JENKINS_URL", "jenkins"),
-    ):
-        if env.get(var):
-            return explicit or name, {}
-    if env.get("CI", "").lower() in ("1", "true", "yes"):
-        return explicit or "ci", {}
-    return explicit or "manual", {}
 
 
 class Run:
@@ -142,6 +111,7 @@ class Run:
         # Re-entrant: a SIGTERM handler may finish the run while the main thread is in run.add().
         self._lock = threading.RLock()
         self.announced: set[int] = set()  # handlers (by serial) that have queued the open row
+        self.recent_errors: deque[dict[str, Any]] = deque(maxlen=5)  # for a failure alert
         self._tokens: list[Any] = []
         self._env_saved: tuple[str | None, str | None] | None = None
 
@@ -184,6 +154,17 @@ class Run:
         for name, value in self._metrics.items():
             row[name] = value if value is None or isinstance(value, int) else float(value)
         return row
+
+    def progress(self) -> dict[str, Any]:
+        """The metrics so far (what a heartbeat shows while the run goes on)."""
+        with self._lock:
+            out: dict[str, Any] = {
+                name: value if value is None or isinstance(value, int) else float(value)
+                for name, value in self._metrics.items()
+            }
+        if self.sync_end_date is not None:
+            out["sync_end_date"] = self.sync_end_date
+        return out
 
     # -- metrics -----------------------------------------------------------------------
     def set(self, **values: Any) -> Run:
@@ -257,7 +238,7 @@ class Run:
         before its row is on its way.
         """
         context.register(self)
-        for listener in list(_listeners):
+        for listener in context.listeners():
             listener.run_opened(self)
         self._tokens.append(context.set_run(self))
         context.claim_process_run(self)
@@ -281,10 +262,17 @@ class Run:
             self.finished_at = dt.datetime.now(dt.timezone.utc)
             self.duration_ms = int((time.monotonic() - self._t0) * 1000)
         row = self.final_row()
-        for listener in list(_listeners):
+        handlers = context.listeners()
+        for listener in handlers:
             listener.run_finished(self, row)
         self._deactivate()
         context.release(self)
+        if self.status == "error" and handlers:
+            from . import jobwatch
+
+            settings = handlers[0].settings
+            jobwatch.run_failed(handlers[0].redact_run_row(row), list(self.recent_errors),
+                                settings, settings.shutdown_timeout_s)  # fmt: skip
         return self
 
     def _deactivate(self) -> None:
@@ -368,65 +356,6 @@ def _error_text(error: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def log_exception(
-    run: Run | None, exc: BaseException, message: str, *, meta: dict[str, Any] | None = None
-) -> None:
-    """Write one ERROR row with the traceback of ``exc``, once per exception object.
-
-    Used for an exception that ends a run and for uncaught exceptions; the mark on
-    the exception keeps the second from repeating the first.
-    """
-    if getattr(exc, "__supabase_log_handler_logged__", False):
-        return
-    with contextlib.suppress(Exception):
-        exc.__supabase_log_handler_logged__ = True  # type: ignore[attr-defined]
-    pathname, lineno, func = _raised_at(exc)
-    record = logging.LogRecord(
-        name="supabase_log_handler.run",
-        level=logging.ERROR,
-        pathname=pathname,
-        lineno=lineno,
-        msg=message,
-        args=None,
-        exc_info=(type(exc), exc, exc.__traceback__),
-        func=func,
-    )
-    if run is not None:
-        record.run_id = run.id
-    record.step = ERROR
-    if meta:
-        record.meta = meta
-    for listener in list(_listeners):
-        listener.handle_direct(record)
-
-
-def log_message_error(message: str) -> None:
-    """Write one ERROR row (step ERROR) with ``message``, e.g. what the job passed to ``sys.exit``."""
-    record = logging.LogRecord(
-        name="supabase_log_handler.run",
-        level=logging.ERROR,
-        pathname="",
-        lineno=0,
-        msg="%s",
-        args=(message,),
-        exc_info=None,
-    )
-    record.step = ERROR
-    for listener in list(_listeners):
-        listener.handle_direct(record)
-
-
-def _raised_at(exc: BaseException) -> tuple[str, int, str | None]:
-    """File, line and function where ``exc`` was raised (the innermost frame)."""
-    tb = exc.__traceback__
-    if tb is None:
-        return "", 0, None
-    while tb.tb_next is not None:
-        tb = tb.tb_next
-    code = tb.tb_frame.f_code
-    return code.co_filename, tb.tb_lineno, code.co_name
-
-
 def start_run(
     script_name: str,
     *,
@@ -435,17 +364,22 @@ def start_run(
     sync_mode: str | None = None,
     sync_start_date: dt.datetime | dt.date | str | None = None,
     metadata: dict[str, Any] | None = None,
+    schedule: str | Mapping[str, Any] | None = None,
 ) -> Run:
-    """Open a run now and make it current; use it with ``with``, as a decorator, or call ``finish()``."""
-    if not _listeners:
+    """Open a run now and make it current; use it with ``with``, as a decorator, or call ``finish()``.
+
+    ``schedule`` (a cron expression, or the keywords of ``declare_schedule`` with ``cron``)
+    declares when the job is expected to run, in the background, once per process.
+    """
+    if not context.listeners():
         from .handler import install
 
         install()
     if triggered_by is None:  # the handler's setting (keyword, environment or .env), if any
         triggered_by = next(
-            (h.settings.triggered_by for h in list(_listeners) if h.settings.triggered_by), None
+            (h.settings.triggered_by for h in context.listeners() if h.settings.triggered_by), None
         )
-    return Run(
+    run = Run(
         script_name,
         triggered_by=triggered_by,
         batch_id=batch_id,
@@ -453,38 +387,11 @@ def start_run(
         sync_start_date=sync_start_date,
         metadata=metadata,
     ).activate()
+    if schedule is not None:
+        from . import jobwatch
 
-
-class RunLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """A LoggerAdapter that carries ``run_id`` and ``step``, and takes ``meta=``.
-
-    ``log = run.logger(__name__)``; ``log.step("SAVE").info("saved %d", n, meta={"n": n})``.
-    """
-
-    def __init__(self, logger: logging.Logger, run: Run, *, step: str | None = None) -> None:
-        super().__init__(logger, {})
-        self.run = run
-        self._step = step
-
-    def step(self, name: str) -> RunLogger:
-        """The same logger with another step."""
-        return RunLogger(self.logger, self.run, step=name)
-
-    def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
-    ) -> tuple[Any, MutableMapping[str, Any]]:
-        meta = kwargs.pop("meta", None)
-        step = kwargs.pop("step", None) or self._step
-        extra = dict(kwargs.get("extra") or {})
-        extra.setdefault("run_id", self.run.id)
-        if step is not None:
-            extra.setdefault("step", step)
-        if meta is not None:
-            extra["meta"] = (
-                {**extra.get("meta", {}), **meta} if isinstance(extra.get("meta"), dict) else meta
-            )
-        kwargs["extra"] = extra
-        return msg, kwargs
+        jobwatch.declare(script_name, schedule)
+    return run
 
 
 def joined_run_from_env() -> Run | None:
@@ -499,7 +406,3 @@ def joined_run_from_env() -> Run | None:
     context.register(run)
     context.claim_process_run(run)
     return run
-
-
-def exception_text(exc: BaseException) -> str:
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -24,7 +24,7 @@ from .delivery import Deliverer, Outcome
 from .diagnostics import Diagnostics
 from .errors import DeliveryError, SetupError
 from .ledger import SENDER, Holding, Ledger
-from .rows import E_MERGE, E_PAYLOAD, E_SEQ, E_TABLE, Entry, encode
+from .rows import E_MERGE, E_PAYLOAD, E_SEQ, E_TABLE, MERGE, Entry, encode
 from .spool import Spool, SpoolError
 
 NO_SPOOL = "no_spool"  # undeliverable and the spool is disabled
@@ -224,7 +224,7 @@ class Sender:
     def _with_summaries(self, entries: list[Entry]) -> list[Entry]:
         """A run's final row carries the handler's delivery counters (``metadata.log_delivery``)."""
         runs = self.ledger.runs_table
-        if not any(e[E_TABLE] == runs and e[E_MERGE] and e[E_SEQ] for e in entries):
+        if not any(e[E_TABLE] == runs and e[E_MERGE] == MERGE and e[E_SEQ] for e in entries):
             return entries
         totals = self.ledger.snapshot()
         summary = {k: totals[k] for k in ("accepted", "delivered", "spooled_pending", "dropped_total",
@@ -233,7 +233,7 @@ class Sender:
         summary["delivered"] += sum(1 for e in entries if not (e[E_TABLE] == runs and e[E_MERGE]))
         out = []
         for e in entries:
-            if e[E_TABLE] == runs and e[E_MERGE] and e[E_SEQ]:
+            if e[E_TABLE] == runs and e[E_MERGE] == MERGE and e[E_SEQ]:
                 row = json.loads(e[E_PAYLOAD])
                 if isinstance(row.get("metadata"), dict) or "status" in row:
                     row["metadata"] = {**(row.get("metadata") or {}), "log_delivery": summary}

@@ -16,7 +16,7 @@ run rows its log rows need, so it can be replayed alone. Rows the database
 refuses for good go to a ``.dead`` file with the server's error.
 
 File: ``MAGIC | progress u64 | header length u32 | header JSON | frames``;
-frame: ``length u32 | crc32 u32 | merge u8 | level u16 | lengths | table | run id | id | JSON``.
+frame: ``length u32 | crc32 u32 | mode u8 | level u16 | lengths | table | run id | id | JSON``.
 """
 
 from __future__ import annotations
@@ -358,10 +358,10 @@ def frame_of(e: Entry) -> bytes:
 
 
 def _frame(
-    table: str, merge: bool, levelno: int, run_id: str | None, row_id: str, payload: bytes
+    table: str, mode: int, levelno: int, run_id: str | None, row_id: str, payload: bytes
 ) -> bytes:
     t, r, i = table.encode(), (run_id or "").encode(), row_id.encode()
-    head = _BODY.pack(1 if merge else 0, min(max(levelno, 0), 0xFFFF), len(t), len(r), len(i))
+    head = _BODY.pack(int(mode), min(max(levelno, 0), 0xFFFF), len(t), len(r), len(i))
     body = head + t + r + i + payload
     return _FRAME.pack(len(body), zlib.crc32(body)) + body
 
@@ -384,7 +384,7 @@ def _parse(buf: bytes, pos: int) -> tuple[Entry, int] | None:
     run_id = body[at : at + rlen].decode() or None
     at += rlen
     row_id = body[at : at + ilen].decode()
-    return (0, table, bool(merge), row_id, run_id, level, body[at + ilen :]), end
+    return (0, table, int(merge), row_id, run_id, level, body[at + ilen :]), end
 
 
 def _write_all(fd: int, data: bytes, offset: int, directory: Path) -> None:

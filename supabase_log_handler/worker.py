@@ -24,7 +24,7 @@ from . import context, snapshot
 from .diagnostics import Diagnostics
 from .ledger import WORKER, Holding, Ledger
 from .queue import Intake, Item
-from .rows import Entry, RowBuilder, encode
+from .rows import ALIVE, Entry, RowBuilder, encode, iso_timestamp
 from .sender import Sender
 from .snapshot import KIND, LOG, ROW, ROW_DATA, ROW_MERGE, ROW_TABLE, RUN, RUN_OPEN, SEQ
 
@@ -69,11 +69,16 @@ class Worker:
         self.batch: Holding | None = None
         self.waiting_for_slot = False
         self.on_cycle: Callable[[], None] = lambda: None
+        self.serial = 0  # the handler's: which runs it announced
+        self.heartbeat_interval_s = 0.0
+        self._next_beat = 0.0
+        self._fresh_runs: set[str] = set()
 
     # -- thread ------------------------------------------------------------------------
     def run(self) -> None:
         while True:
             self.on_cycle()
+            self._beat()
             self.cycle()
             if self.stopping and self.batch is None and not self.intake.rows:
                 return
@@ -154,7 +159,7 @@ class Worker:
                 table = self.tables(item[ROW_TABLE])
                 if table == self.tables("runs"):
                     row = self.redact_run(row)
-                entries.append((item[SEQ], table, bool(item[ROW_MERGE]), str(row.get("id")),
+                entries.append((item[SEQ], table, int(item[ROW_MERGE]), str(row.get("id")),
                                 row.get("run_id"), snapshot.CONTROL_LEVEL, encode(row)))  # fmt: skip
         return entries, skipped
 
@@ -163,6 +168,10 @@ class Worker:
         row = run.open_row()
         if row is None:  # cancelled (a decorator's template)
             return None
+        if self.heartbeat_interval_s > 0:
+            row["metadata"] = {**(row.get("metadata") or {}),
+                               "heartbeat_interval_s": self.heartbeat_interval_s}  # fmt: skip
+            self._fresh_runs.add(run.id)  # its first heartbeat comes at once
         payload = encode(self.redact_run(row))
         self.open_rows[run.id] = payload
         return (item[SEQ], self.tables("runs"), False, run.id, None, snapshot.CONTROL_LEVEL, payload)
@@ -222,6 +231,28 @@ class Worker:
                 return
             self.sender.settle_undelivered(holding, WORKER, [], [], holding.entries, "overload")
             self.sender.nudge()
+
+    # -- heartbeats -----------------------------------------------------------------------
+    def _beat(self) -> None:
+        """Every ``heartbeat_interval_s``: each open run of this process says it is alive,
+        with its metrics so far (through the same stream, after the rows logged before)."""
+        if self.heartbeat_interval_s <= 0 or not self.sender.deliverer.heartbeats:
+            return
+        now = time.monotonic()
+        due = now >= self._next_beat
+        if not (due or self._fresh_runs):
+            return
+        if due:
+            self._next_beat = now + self.heartbeat_interval_s
+        fresh, self._fresh_runs = self._fresh_runs, set()
+        at = iso_timestamp(time.time())
+        for run in context.open_runs():
+            if not run.owned or run.finished or self.serial not in run.announced:
+                continue
+            if due or run.id in fresh:
+                row = {"id": run.id, "heartbeat_at": at, **run.progress()}
+                self.intake.put_control((self.intake.next_seq(), snapshot.CONTROL_BYTES,
+                                         snapshot.CONTROL_LEVEL, ROW, "runs", row, ALIVE))  # fmt: skip
 
     # -- "N records dropped" -------------------------------------------------------------
     def _report_drops(self) -> bool:

@@ -18,7 +18,8 @@ from stack.fixtures import Db
 from stack.gateway import Gateway
 
 from supabase_log_handler.cli.wrapper import default_script_name, is_python_command
-from supabase_log_handler.runs import detect_triggered_by
+from supabase_log_handler.spool_files import pending_entries
+from supabase_log_handler.triggers import detect_triggered_by
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 SUPABASE_LOG = Path(sys.executable).parent / "supabase-log"
@@ -422,14 +423,16 @@ def test_triggered_by_detection(env: dict[str, str], expected: str, meta_keys: s
 
 
 def test_bad_configuration_still_runs_the_command(tmp_path: Path, gateway: Gateway) -> None:
-    """With a setting the handler refuses (the anon key), the command still runs unrecorded and its exit code is returned."""
+    """With the anon key the command still runs, its exit code is returned, and its run waits in the spool for the right key."""
     out = wrap(
         tmp_path,
         ["--", "bash", "-c", "echo still ran; exit 5"],
         {"SUPABASE_URL": gateway.url, "SUPABASE_SERVICE_ROLE_KEY": gateway.anon_key},
     )
     assert out.returncode == 5 and out.stdout == "still ran\n"
-    assert "not recording this run" in out.stderr and "service role" in out.stderr
+    said = [line for line in out.stderr.splitlines() if "anon key" in line]
+    assert len(said) == 1 and "service role" in said[0] and "kept in the spool" in said[0]
+    assert pending_entries(tmp_path / "spool")["runs"] >= 1
 
 
 def test_secrets_on_the_command_line_are_not_stored(

@@ -51,7 +51,7 @@ class _Recorder(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    do_GET = do_POST = _record
+    do_GET = do_POST = do_PATCH = _record
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -134,3 +134,16 @@ def test_reads_and_functions_match_the_official_client(recorder: tuple[str, list
     ours_select, ours_rpc, their_select, their_rpc = seen
     _same(ours_select, their_select)
     _same(ours_rpc, their_rpc)
+
+
+def test_heartbeat_updates_match_the_official_clients_update(recorder: tuple[str, list[Seen]]) -> None:
+    """update() sends what table(t).update(values).eq("id", ...).eq("status", "running") sends."""
+    url, seen = recorder
+    values = {"heartbeat_at": "2026-11-29T10:00:00.000001+00:00", "records_fetched": 7}
+    sink = SupabaseSink(url, KEY)
+    sink.update("runs", RUN["id"], encode({"id": RUN["id"], **values}), only_if=("status", "running"))
+    sink.close()
+    (_official(url).table("runs").update(values, returning="minimal").eq("id", RUN["id"])
+     .eq("status", "running").execute())  # fmt: skip
+    ours, theirs = seen
+    _same(ours, theirs)

@@ -32,6 +32,17 @@ class Sink(Protocol):
     ) -> None:
         """Store rows (JSON objects with the given ``columns``), idempotently by ``id``."""
 
+    def update(
+        self,
+        table: str,
+        row_id: str,
+        values: bytes,
+        *,
+        only_if: tuple[str, str],
+        timeout_s: float | None = None,
+    ) -> None:
+        """Set ``values`` (a JSON object) on row ``row_id`` if its ``only_if`` column has that value."""
+
     def select(
         self,
         table: str,

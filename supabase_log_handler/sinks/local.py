@@ -169,6 +169,28 @@ class LocalSink(DictRows):
             params.append(tuple(_column_value(row.get(c)) for c in columns))
         self._write(sql, params)
 
+    def update(
+        self,
+        table: str,
+        row_id: str,
+        values: bytes,
+        *,
+        only_if: tuple[str, str],
+        timeout_s: float | None = None,
+    ) -> None:
+        """Set ``values`` on row ``row_id`` while its ``only_if`` column has that value."""
+        row = {k: v for k, v in json.loads(values).items() if k != "id"}
+        if not row:
+            return
+        column, value = only_if
+        for c in (*row, column):
+            _check_identifier(c)
+        sets = ", ".join(f"{c} = ?" for c in row)
+        self._write(
+            f"update {table} set {sets} where id = ? and {column} = ?",
+            [(*(_column_value(v) for v in row.values()), row_id, value)],
+        )
+
     def select(
         self,
         table: str,

@@ -172,6 +172,26 @@ class SupabaseSink(DictRows):
             timeout_s=timeout_s,
         )
 
+    def update(
+        self,
+        table: str,
+        row_id: str,
+        values: bytes,
+        *,
+        only_if: tuple[str, str],
+        timeout_s: float | None = None,
+    ) -> None:
+        """``table(t).update(values).eq("id", row_id).eq(*only_if)``, returning nothing."""
+        column, value = only_if
+        self._request(
+            "PATCH",
+            f"/{table}",
+            params=[("id", f"eq.{row_id}"), (column, f"eq.{value}")],
+            content=_without_id(values),
+            prefer="return=minimal",
+            timeout_s=timeout_s,
+        )
+
     def select(
         self,
         table: str,
@@ -206,6 +226,12 @@ class SupabaseSink(DictRows):
                     http.close()
             finally:
                 own_request.reset(token)
+
+
+def _without_id(values: bytes) -> bytes:
+    row = json.loads(values)
+    row.pop("id", None)
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _filter_value(op: str, value: Any) -> str:
