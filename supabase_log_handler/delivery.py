@@ -8,8 +8,8 @@ sender has not created them yet), then plain inserts per table, then merges
 newest state of an id. Transient failures are retried (``retry.py``); when one
 persists the rest is returned, undelivered, with the error. A group the
 database refuses is halved until the bad row is found; it is retried once
-sanitised, then reported as dead with the server's error, so one bad row never
-costs the others.
+sanitised (text cleaned and cut, JSON values of any table kept as text), then
+reported as dead with the server's error, so one bad row never costs the others.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from ._jsonsafe import clean_text, to_jsonable
 from .errors import DataError, DeliveryError, SetupError, TransientError
 from .retry import Breaker, call_with_retry
-from .rows import E_ID, E_MERGE, E_PAYLOAD, E_RUN, E_TABLE, Entry, sanitise
+from .rows import E_ID, E_MERGE, E_PAYLOAD, E_RUN, E_TABLE, Entry, encode, sanitise_row
 from .sinks import LOG_COLUMNS, Sink
 
 ENSURED_RUNS_KEPT = 4096
@@ -178,7 +179,7 @@ class Deliverer:
             except DataError as again:
                 error = again
         try:
-            fixed = sanitise(entry[E_PAYLOAD])
+            fixed = sanitised(entry[E_PAYLOAD])
             self._call(lambda: self.sink.write(table, [fixed], merge=merge, columns=_columns(fixed),
                                                timeout_s=_left(deadline)), table)  # fmt: skip
             delivered.append(entry)
@@ -204,6 +205,26 @@ def _columns(payload: bytes) -> tuple[str, ...]:
     except ValueError:
         return ("id",)
     return tuple(row) if isinstance(row, dict) else ("id",)
+
+
+def sanitised(payload: bytes, max_chars: int = 10_000) -> bytes:
+    """The last-resort copy of a refused row of any table.
+
+    ``rows.sanitise_row`` fixes a log's text and ``meta`` and a run's ``metadata``; other
+    JSON values (a call's request and response payloads) become
+    ``{"sanitised": true, "text": <their JSON, cleaned and cut>}`` and other text is
+    cleaned, so a payload PostgreSQL refuses (a NUL, say) cannot cost the row itself.
+    """
+    row = sanitise_row(json.loads(payload), max_chars)
+    for key, value in row.items():
+        if key in ("meta", "metadata"):
+            continue
+        if isinstance(value, (dict, list)):
+            text = json.dumps(to_jsonable(value), ensure_ascii=False)
+            row[key] = {"sanitised": True, "text": text[:max_chars]}
+        elif isinstance(value, str):
+            row[key] = clean_text(value)
+    return encode(row)
 
 
 def _left(deadline: float | None) -> float | None:
