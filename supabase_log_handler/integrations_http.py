@@ -26,8 +26,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qsl, urlsplit
 
-from . import _jsonsafe
 from ._redact import MASK
+from .call_values import describe_error
 from .integrations import Call, current_call
 
 if TYPE_CHECKING:
@@ -60,16 +60,23 @@ class Recorder:
     def begin(self, method: str, url: str, headers: Any, body: bytes | None) -> Attempt:
         """Start recording one attempt (never raises)."""
         started = time.monotonic()
-        info, path = self._request_info(method, url, headers, body)
-        open_call = current_call()
-        if open_call is not None and not open_call.finished and open_call.service == self.service:
-            open_call.attempt_begins(info)
-            return Attempt(self, open_call, owned=False, started=started)
-        call = Call(
-            self.service, self.action or f"{method} {path}", request=info, handler=self.handler,
-            max_payload_bytes=self.max_payload_bytes,
-        )  # fmt: skip
-        return Attempt(self, call, owned=True, started=started)
+        try:
+            info, path = self._request_info(method, url, headers, body)
+            open_call = current_call()
+            if (
+                open_call is not None
+                and not open_call.finished
+                and open_call.service == self.service
+            ):
+                open_call.attempt_begins(info)
+                return Attempt(self, open_call, owned=False, started=started)
+            call = Call(
+                self.service, self.action or f"{method} {path}", request=info,
+                handler=self.handler, max_payload_bytes=self.max_payload_bytes,
+            )  # fmt: skip
+            return Attempt(self, call, owned=True, started=started)
+        except Exception:  # recording never breaks the request: this one goes unrecorded
+            return Attempt(self, None, owned=False, started=started)
 
     def _request_info(
         self, method: str, url: str, headers: Any, body: bytes | None
@@ -91,13 +98,15 @@ class Recorder:
 class Attempt:
     """One HTTP attempt being recorded; ``done`` or ``failed`` settles it (first one wins)."""
 
-    def __init__(self, recorder: Recorder, call: Call, *, owned: bool, started: float) -> None:
+    def __init__(
+        self, recorder: Recorder, call: Call | None, *, owned: bool, started: float
+    ) -> None:
         self.recorder = recorder
-        self.call = call
+        self.call: Any = call
         self.owned = owned  # the attempt's own call (no call was open): finish it
-        if owned:
+        if call is not None and owned:
             call._t0 = started
-        self._settled = False
+        self._settled = call is None  # nothing to record
         self.captured = bytearray()
         self.total_bytes = 0
 
@@ -137,8 +146,7 @@ class Attempt:
             if self.owned:
                 self.call.fail(exc)
             else:
-                name = type(exc).__qualname__
-                self.call.attempt_ended((name, f"{name}: {_jsonsafe.safe_str(exc)}"), None)
+                self.call.attempt_ended(describe_error(exc), None)
         except Exception:
             pass
 
