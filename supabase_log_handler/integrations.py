@@ -363,7 +363,7 @@ class Call:
                 if run is None and not h.closed:
                     with contextlib.suppress(Exception):
                         run = h.open_implicit_run()
-        if run is not None:
+        if run is not None and not run.finished:
             for h in self._targets:  # its row travels ahead of the call's (once per handler)
                 with contextlib.suppress(Exception):
                     h.run_opened(run)

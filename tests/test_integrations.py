@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import requests
-from conftest import assert_identity
+from conftest import assert_identity, run_script
 from stack.fixtures import Db
 from stack.gateway import Gateway
 from tenacity import retry, stop_after_attempt, wait_none
@@ -493,3 +493,25 @@ def test_local_store_records_calls_in_order(
     assert (listed["id"], listed["status"], listed["retry_count"]) == (call.id, "success", 2)
     assert listed["related_entity_id"] == str(uuid.UUID(int=7))
     handler.close(5.0)
+
+
+def test_a_script_that_only_records_calls_gets_a_handler_and_its_rows_at_exit(
+    db: Db, supabase_env: dict[str, str], service: str
+) -> None:
+    """With no handler attached, record_call installs one; the calls reach the table by the time the script exits."""
+    run_script(
+        f"""
+        from supabase_log_handler import record_call
+        with record_call({service!r}, "send_telegram", request={{"chat_id": 42}}):
+            pass
+        record_call({service!r}, "send_sms").fail("no credit", code="402")
+        """,
+        env=supabase_env,
+    )
+    rows = stored(db, service)
+    assert [(r["action"], r["status"], r["error_code"]) for r in rows] == [
+        ("send_telegram", "success", None),
+        ("send_sms", "failed", "402"),
+    ]
+    assert rows[0]["run_id"] is not None and rows[0]["run_id"] == rows[1]["run_id"]
+    assert db.fetchval("select status from runs where id = %s", (rows[0]["run_id"],)) == "success"
