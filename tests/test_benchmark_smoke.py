@@ -68,20 +68,3 @@ def test_benchmark_quick_json_reports_every_section() -> None:
         "dropped_total",
     )
     assert outage["gateway_restarted_status"] == 200
-
-
-def test_call_cost_benchmark_reports_both_sections() -> None:
-    """`call_cost.py --json` times record_call and the three httpx clients with positive numbers."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "call_cost.py"), "--calls", "200",
-         "--requests", "30", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    _positive(result["record_call"], "calls", "median_us", "p95_us")
-    _positive(
-        result["httpx"], "requests", "plain_median_us", "instrumented_median_us",
-        "instrumented_payloads_median_us",
-    )  # fmt: skip
