@@ -75,6 +75,34 @@ create trigger integration_logs_set_updated_at
   before update on public.integration_logs
   for each row execute function public.integration_logs_set_updated_at();
 
+-- A call only moves forward: pending -> retrying -> success or failed, and its
+-- retry_count never goes down. A state that arrives late (replayed from a spool after
+-- an outage, once a newer one was sent live) is refused by keeping the stored row: a
+-- finished call never becomes pending or retrying again, a retrying one never pending,
+-- and a smaller retry_count never replaces a larger one. Named to fire after the
+-- updated_at trigger (triggers fire in name order), so a refused update keeps the row
+-- exactly as stored, updated_at included.
+create or replace function public.integration_logs_keep_order() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  if (old.status in ('success', 'failed') and new.status in ('pending', 'retrying'))
+     or (old.status = 'retrying' and new.status = 'pending')
+     or coalesce(new.retry_count, 0) < coalesce(old.retry_count, 0) then
+    return old;
+  end if;
+  return new;
+end
+$$;
+comment on function public.integration_logs_keep_order() is 'Trigger: keeps the stored integration_logs row when an update would move a call back (a finished call to pending or retrying, retrying to pending, or a smaller retry_count)';
+revoke all on function public.integration_logs_keep_order() from public, anon, authenticated;
+
+drop trigger if exists integration_logs_state_order on public.integration_logs;
+create trigger integration_logs_state_order
+  before update on public.integration_logs
+  for each row execute function public.integration_logs_keep_order();
+
 -- Statistics. Buckets are whole UTC hours and days: the hourly view covers the
 -- current hour and the 23 before it, the daily view today and the 29 days before.
 -- Dropped and created again so that views of another shape made from the original

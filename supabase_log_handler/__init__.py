@@ -10,10 +10,13 @@ Data flow, one module per stage::
     handler.emit -> snapshot -> queue (intake) -> worker (rows) -> ledger slot -> sender
         -> delivery -> sinks/        spool beside worker and sender; ledger owns every row
     runs.py, context.py (run lifecycle) and lifecycle.py (exit, signals, fork) beside them.
+    integrations.py (calls to external services: integration_logs rows through the same
+    pipeline) and integrations_http.py (httpx and requests instrumentation) beside runs.
 """
 
 from __future__ import annotations
 
+from .call_values import entity_uuid
 from .config import Settings, load_settings
 from .errors import (
     ConfigurationError,
@@ -24,6 +27,8 @@ from .errors import (
     TransientError,
 )
 from .handler import SupabaseHandler, install
+from .integrations import Call, call_before_sleep, current_call, record_call
+from .integrations_http import instrument_httpx, instrument_requests
 from .pools import join_run, pool_options
 from .read import get_logs, get_run, last_successful_run
 from .runlog import RunLogger
@@ -60,6 +65,7 @@ __all__ = [
     "STEPS",
     "UPSERT",
     "VALIDATE",
+    "Call",
     "ConfigurationError",
     "DataError",
     "DeliveryError",
@@ -71,13 +77,19 @@ __all__ = [
     "SupabaseLogHandlerError",
     "TransientError",
     "__version__",
+    "call_before_sleep",
+    "current_call",
     "declare_schedule",
+    "entity_uuid",
     "get_logs",
     "get_run",
     "install",
+    "instrument_httpx",
+    "instrument_requests",
     "join_run",
     "last_successful_run",
     "load_settings",
     "pool_options",
+    "record_call",
     "start_run",
 ]

@@ -186,6 +186,8 @@ def reset() -> None:
     _state.update(process_run=None, implicit=None)
     _registry.clear()
     _recent.clear()
+    _run_var.set(None)  # in the calling context; others end with their tasks and threads
+    _step_var.set(None)
 
 
 def _after_fork_in_child() -> None:

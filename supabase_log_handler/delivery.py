@@ -6,11 +6,15 @@ create runs (and the rows of runs the group's log rows point at, when this
 sender has not created them yet), then plain inserts per table, then merges
 (final run states, updated rows) per table and column set, keeping only the
 newest state of an id, and last the heartbeats of running runs (an update that
-only applies while the run is still running, so a late one never undoes its end). Transient failures are retried (``retry.py``); when one
-persists the rest is returned, undelivered, with the error. A group the
+only applies while the run is still running, so a late one never undoes its
+end). Transient failures are retried (``retry.py``); when one persists the rest is returned, undelivered, with the error. A group the
 database refuses is halved until the bad row is found; it is retried once
-sanitised, then reported as dead with the server's error, so one bad row never
-costs the others.
+sanitised (text cleaned and cut, JSON values of any table kept as text), then
+reported as dead with the server's error, so one bad row never costs the others.
+A table other than runs and logs (integration_logs) that is not set up costs
+only its own rows: they become dead letters with the fix (``push --dead-letters``
+sends them once it is made) and the table is tried again after
+``ABSENT_RETRY_S``, while runs and logs go on.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .rows import ALIVE, E_ID, E_MERGE, E_PAYLOAD, E_RUN, E_TABLE, INSERT, MERGE
 from .sinks import LOG_COLUMNS, Sink
 
 ENSURED_RUNS_KEPT = 4096
+ABSENT_RETRY_S = 60.0  # a table that is not set up is asked again after this long
 
 
 class Outcome(NamedTuple):
@@ -64,6 +69,7 @@ class Deliverer:
         self.abort = threading.Event()  # cut retries short: a shutdown deadline is near
         self.heartbeats = True  # False once the runs table proved to have no heartbeat column
         self._ensured: OrderedDict[str, None] = OrderedDict()
+        self._absent: dict[str, tuple[float, DataError]] = {}  # table -> (ask again at, why)
 
     @property
     def sink(self) -> Sink:
@@ -91,9 +97,17 @@ class Deliverer:
                     self._send(table, False, columns, group, delivered, dead, deadline)
                     self._remember(e[E_ID] for e in group)
                     continue
+                if table != self.logs_table and self._refuse_absent(table, group, dead):
+                    continue
                 if table != self.runs_table:
                     self._ensure_runs(group, deadline)
-                self._send(table, merge == MERGE, columns, group, delivered, dead, deadline)
+                try:
+                    self._send(table, merge == MERGE, columns, group, delivered, dead, deadline)
+                except SetupError as exc:
+                    if table == self.logs_table or not self._optional(table, exc):
+                        raise
+                    done = {id(e) for e in delivered} | {id(e) for e, _ in dead}
+                    self._refuse_absent(table, [e for e in group if id(e) not in done], dead)
             except (TransientError, SetupError) as exc:
                 left = [e for _, _, _, g in groups[i:] for e in g]
                 done = {id(e) for e in delivered} | {id(e) for e, _ in dead}
@@ -158,6 +172,28 @@ class Deliverer:
                 dead.append((entry, exc))
                 continue
             delivered.append(entry)
+
+    def _optional(self, table: str, exc: SetupError) -> bool:
+        """A table beside runs and logs is not set up: note it, and say so (True)."""
+        if table in (self.runs_table, self.logs_table):
+            return False
+        why = DataError(f"{exc.message}; to fix: {exc.fix}", code=exc.code or "setup",
+                        status=exc.status)  # fmt: skip
+        self._absent[table] = (time.monotonic() + ABSENT_RETRY_S, why)
+        return True
+
+    def _refuse_absent(
+        self, table: str, group: list[Entry], dead: list[tuple[Entry, DataError]]
+    ) -> bool:
+        """Rows of a table known not to be set up go straight to the dead letters (True)."""
+        absent = self._absent.get(table)
+        if absent is None:
+            return False
+        if time.monotonic() >= absent[0] and not self.abort.is_set():
+            del self._absent[table]
+            return False
+        dead.extend((e, absent[1]) for e in group)
+        return True
 
     def _remember(self, run_ids: Any) -> None:
         for run_id in run_ids:

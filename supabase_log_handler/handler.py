@@ -34,8 +34,8 @@ from .config import (
 )
 from .diagnostics import Diagnostics
 from .pipeline import Pipeline
-from .rows import iso_timestamp
 from .queue import AFTER_CLOSE, EMIT_ERROR, NO_RUN, OWN_THREAD
+from .rows import iso_timestamp
 
 _get_ident = threading.get_ident
 _ERROR = logging.ERROR
@@ -268,11 +268,14 @@ class SupabaseHandler(logging.Handler):
             return  # closed before this run: nothing of it came here
         self.submit_row("runs", row, merge=True)
 
-    def submit_row(self, table: str, row: dict[str, Any], *, merge: bool) -> None:
+    def submit_row(
+        self, table: str, row: dict[str, Any], *, merge: bool, hurry: bool = True
+    ) -> None:
         """Queue one row for ``table`` ("runs", "logs" or another table), idempotent by ``id``.
 
         ``merge``: overwrite a stored row with the same id (a state that moves on);
-        otherwise a stored row is kept. Never blocks, never raises.
+        otherwise a stored row is kept. ``hurry``: send the batch now rather than
+        when it is full or ``flush_interval_s`` old. Never blocks, never raises.
         """
         try:
             pipeline = self._pipeline
@@ -283,8 +286,9 @@ class SupabaseHandler(logging.Handler):
             )
             if not pipeline.started and not pipeline.closed:
                 self._start()
-            pipeline.worker.hurry = True
-            intake.nudge()
+            if hurry:
+                pipeline.worker.hurry = True
+                intake.nudge()
         except Exception:
             self.diagnostics.report("submit", f"could not queue a row for {table}")
 

@@ -2,7 +2,8 @@
 
 Owns the SQLite form of what ``migrations/20261201100000_create_integration_logs.sql``
 creates in PostgreSQL: the same fifteen columns (uuids, JSON payloads and times stored as
-text), the status check, the indexes, ``updated_at`` kept by a trigger, and the views
+text), the status check, the indexes, ``updated_at`` kept by a trigger, the rule that a
+call's state only moves forward (a trigger, as in PostgreSQL), and the views
 ``integration_stats_hourly`` (the current UTC hour and the 23 before it) and
 ``integration_stats_daily`` (today, UTC, and the 29 days before) with PostgreSQL's columns
 and with buckets written the way PostgREST returns them (``2026-12-01T10:00:00+00:00``).
@@ -67,14 +68,38 @@ create index if not exists idx_{table}_related_entity on {table} (related_entity
 create index if not exists idx_{table}_failed on {table} (service_name, created_at desc) where status = 'failed';
 create index if not exists idx_{table}_dashboard on {table} (service_name, status, created_at desc);
 create index if not exists idx_{table}_run_id on {table} (run_id);
--- SQLite cannot change NEW in a trigger, so the row is touched after the update. Marking
--- a row uploaded (pushed 0 -> 1) is not a change of the call and leaves updated_at alone.
-create trigger if not exists {table}_set_updated_at after update on {table}
-for each row when not (old.pushed = 0 and new.pushed = 1)
-begin
-  update {table} set updated_at = {now} where id = new.id;
-end;
 """
+
+# Triggers are compared with what sqlite_master holds and replaced when a store made by an
+# older version has another text (as the views are).
+_TRIGGERS = (
+    # A call only moves forward (as the PostgreSQL trigger integration_logs_state_order
+    # rules): an update that would make a finished call pending or retrying again, a
+    # retrying one pending, or lower retry_count is skipped, and the stored row stays.
+    (
+        "{table}_state_order",
+        """CREATE TRIGGER {table}_state_order BEFORE UPDATE ON {table}
+FOR EACH ROW WHEN (old.status IN ('success', 'failed') AND new.status IN ('pending', 'retrying'))
+  OR (old.status = 'retrying' AND new.status = 'pending')
+  OR coalesce(new.retry_count, 0) < coalesce(old.retry_count, 0)
+BEGIN
+  SELECT raise(IGNORE);
+END""",
+    ),
+    # SQLite cannot change NEW in a trigger, so the row is touched after the update. A
+    # change of the call refreshes updated_at and marks the row for `push` again (its new
+    # state must reach Supabase too); marking it uploaded (only `pushed` changes) does not.
+    (
+        "{table}_set_updated_at",
+        """CREATE TRIGGER {table}_set_updated_at AFTER UPDATE ON {table}
+FOR EACH ROW WHEN """
+        + " OR ".join(f"old.{c} IS NOT new.{c}" for c in CALL_COLUMNS if c != "updated_at")
+        + """
+BEGIN
+  UPDATE {table} SET updated_at = {now}, pushed = 0 WHERE id = new.id;
+END""",
+    ),
+)
 
 # Stored verbatim in sqlite_master, which is how ensure_schema sees that a view is current.
 _HOURLY_SQL = """CREATE VIEW {view} AS
@@ -124,14 +149,21 @@ def ensure_schema(
     _check_identifier(table)
     _check_identifier(runs_table)
     conn.executescript(_TABLE_DDL.format(table=table, runs=runs_table, now=_NOW))
+    for name, template in _TRIGGERS:
+        _replace_if_changed(conn, "trigger", name.format(table=table),
+                            template.format(table=table, now=_NOW))  # fmt: skip
     hourly, daily = stats_views(table)
     for view, template in ((hourly, _HOURLY_SQL), (daily, _DAILY_SQL)):
-        wanted = template.format(view=view, table=table)
-        found = conn.execute(
-            "select sql from sqlite_master where type = 'view' and name = ?", (view,)
-        ).fetchone()
-        if found is None or found[0] != wanted:
-            conn.executescript(f"drop view if exists {view};\n{wanted};")
+        _replace_if_changed(conn, "view", view, template.format(view=view, table=table))
+
+
+def _replace_if_changed(conn: sqlite3.Connection, kind: str, name: str, wanted: str) -> None:
+    """Create the view or trigger ``name`` as ``wanted``, replacing one with another text."""
+    found = conn.execute(
+        "select sql from sqlite_master where type = ? and name = ?", (kind, name)
+    ).fetchone()
+    if found is None or found[0] != wanted:
+        conn.executescript(f"drop {kind} if exists {name};\n{wanted};")
 
 
 def _check_identifier(name: str) -> None:

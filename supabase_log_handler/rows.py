@@ -377,7 +377,7 @@ class RowBuilder:
             tb = str(exc["traceback"])  # even the traceback does not fit: keep its end
             exc = {**exc, "traceback": "..." + tb[len(tb) // 2 :] if len(tb) > 64 else ""}
             keep["exception"] = exc
-        keep["meta_text"] = _fit_text(text, max(room, 0))
+        keep["meta_text"] = fit_text(text, max(room, 0))
         return keep
 
     def _fallback_row(self, item: tuple[Any, ...], exc: Exception) -> dict[str, Any]:
@@ -417,7 +417,7 @@ def _json_bytes(value: Any) -> int:
     return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
 
 
-def _fit_text(text: str, room_bytes: int) -> str:
+def fit_text(text: str, room_bytes: int) -> str:
     """The longest prefix of ``text`` whose JSON string encoding fits ``room_bytes``."""
 
     def encoded(t: str) -> int:
@@ -436,8 +436,23 @@ def _fit_text(text: str, room_bytes: int) -> str:
 
 
 def sanitise(payload: bytes, max_chars: int = 10_000) -> bytes:
-    """A last-resort copy of a refused row: plain text, short, meta as one string."""
-    return encode(sanitise_row(json.loads(payload), max_chars))
+    """The last-resort copy of a refused row of any table.
+
+    ``sanitise_row`` fixes a log's text and ``meta`` and a run's ``metadata``; other
+    JSON values (a call's request and response payloads) become
+    ``{"sanitised": true, "text": <their JSON, cleaned and cut>}`` and other text is
+    cleaned, so a payload PostgreSQL refuses (a NUL, say) cannot cost the row itself.
+    """
+    row = sanitise_row(json.loads(payload), max_chars)
+    for key, value in row.items():
+        if key in ("meta", "metadata"):
+            continue
+        if isinstance(value, (dict, list)):
+            text = json.dumps(_jsonsafe.to_jsonable(value), ensure_ascii=False)
+            row[key] = {"sanitised": True, "text": text[:max_chars]}
+        elif isinstance(value, str):
+            row[key] = _jsonsafe.clean_text(value)
+    return encode(row)
 
 
 def sanitise_row(row: dict[str, Any], max_chars: int = 10_000) -> dict[str, Any]:

@@ -201,7 +201,8 @@ class Sender:
         )
         if self.spool is not None:
             try:
-                self.spool.dead_letter(entry[E_TABLE], entry[E_PAYLOAD], error.code, str(error))
+                self.spool.dead_letter(entry[E_TABLE], entry[E_PAYLOAD], error.code, str(error),
+                                       mode=entry[E_MERGE])  # fmt: skip
             except (OSError, ValueError) as exc:
                 self.diag.report("spool", f"cannot keep a dead letter: {exc!r}")
 

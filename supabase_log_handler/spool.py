@@ -44,6 +44,7 @@ _FRAME = struct.Struct("<II")
 _BODY = struct.Struct("<BHBBB")
 DATA_LIMIT_BYTES = 64 * 1024 * 1024  # a segment this large is sealed; the next write starts another
 READ_CHUNK_BYTES = 1 << 20
+DEAD_FILE_TRIES = 16
 _DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _FIX_DISK = "free space there, or point SUPABASE_LOG_SPOOL at a directory on another disk"
 
@@ -210,18 +211,33 @@ class Spool:
             raise
         seg.end += len(data)
 
-    def dead_letter(self, table: str, payload: bytes, code: str | None, error: str) -> None:
-        """Keep a refused row with the server's error; it is never replayed."""
+    def dead_letter(
+        self, table: str, payload: bytes, code: str | None, error: str, *, mode: int = 0
+    ) -> None:
+        """Keep a refused row with the server's error; only ``push --dead-letters`` sends it again.
+
+        The file is locked for as long as this process writes it, so a push takes
+        only the files of processes that are gone (or that let go of theirs).
+        """
         record = json.dumps(
-            {"table": table, "code": code, "error": error[:2000], "at": time.time(),
+            {"table": table, "mode": mode, "code": code, "error": error[:2000], "at": time.time(),
              "row": json.loads(payload)}, ensure_ascii=False
-        ).encode()
+        ).encode()  # fmt: skip
         with self._lock:
             if self._dead_fd is None:
                 make_private_dir(self.directory)
-                path = self.directory / f"{self.prefix}-{self._token}.dead"
-                self._dead_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                self._dead_fd = self._open_dead()
             os.write(self._dead_fd, record + b"\n")
+
+    def _open_dead(self) -> int:
+        for n in range(DEAD_FILE_TRIES):
+            suffix = f"-{n}" if n else ""
+            path = self.directory / f"{self.prefix}-{self._token}{suffix}.dead"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            if _try_lock(fd):
+                return fd
+            os.close(fd)  # a push is sending this one: start another
+        raise OSError(errno.EBUSY, "every dead-letter file of this process is busy")
 
     # -- replay --------------------------------------------------------------------------
     def claim(self, *, foreign: bool = True) -> Segment | None:

@@ -101,6 +101,8 @@ def test_local_store_run_is_listed_then_pushed_exactly_once(
         "spool_delivered": 0,
         "spool_pending": 0,
         "dead_letters": 0,
+        "dead_letters_resent": 0,
+        "dead_letters_busy_files": 0,
         "runs": 1,
         "logs": 3,
         "calls": 0,

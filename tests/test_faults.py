@@ -220,7 +220,7 @@ def test_one_bad_row_in_a_1000_row_batch_is_isolated_and_dead_lettered(
     """One row breaking a constraint: the other 999 land, the bad one is a dead letter with 23514."""
     gw, bdb = fresh_gateway()
     bdb.execute("alter table logs add constraint no_poison check (message <> 'poison')")
-    handler = make_handler(gw, max_batch_rows=1001, flush_interval_s=5.0)  # 1000 rows + the run
+    handler = make_handler(gw, max_batch_rows=1002, flush_interval_s=5.0)  # + the run, its heartbeat
     log = attach(handler)
     with start_run("poisoned") as run:
         for i in range(1000):

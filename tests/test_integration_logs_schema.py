@@ -128,7 +128,8 @@ _CATALOG = {
         select oid::regprocedure::text, pg_get_function_result(oid), proacl::text,
                obj_description(oid) is not null
         from pg_proc
-        where proname in ('cleanup_old_integration_logs', 'integration_logs_set_updated_at')
+        where proname in ('cleanup_old_integration_logs', 'integration_logs_set_updated_at',
+                          'integration_logs_keep_order')
         order by 1""",
     # The original's `grant all` leaves service_role truncate/references/trigger, which
     # the migration does not take away (as for runs/logs); only these four are compared.
@@ -174,9 +175,13 @@ def test_fresh_table_is_the_original_plus_run_id(
         "integration_logs_pkey",
         "idx_integration_logs_run_id",
     }
-    assert [t[0] for t in ours["triggers"]] == ["integration_logs_set_updated_at"]
+    assert [t[0] for t in ours["triggers"]] == [
+        "integration_logs_set_updated_at",
+        "integration_logs_state_order",
+    ]
     assert [f[:2] for f in ours["functions"]] == [
         ("cleanup_old_integration_logs(integer,integer)", "integer"),
+        ("integration_logs_keep_order()", "trigger"),
         ("integration_logs_set_updated_at()", "trigger"),
     ]
     assert [(r[0], r[2], r[3], r[4]) for r in ours["relations"]] == [

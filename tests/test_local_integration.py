@@ -130,3 +130,35 @@ def test_other_table_names_get_their_own_views(tmp_path: Path) -> None:
                 ensure_schema(conn, bad)
     finally:
         conn.close()
+
+
+def test_a_call_changed_after_push_is_pushed_again_and_never_moves_back(
+    conn: sqlite3.Connection,
+) -> None:
+    """A store made by an older version gets the current triggers: a call that changes after
+    upload is marked for push again, and a late older state is skipped."""
+    conn.executescript(  # the trigger as an earlier version wrote it, without the order rule
+        "drop trigger integration_logs_state_order; drop trigger integration_logs_set_updated_at;"
+        " create trigger integration_logs_set_updated_at after update on integration_logs"
+        " for each row when not (old.pushed = 0 and new.pushed = 1)"
+        " begin update integration_logs set updated_at = 'x' where id = new.id; end;"
+    )
+    ensure_schema(conn)
+    upsert = (
+        "insert into integration_logs (id, service_name, action, status, retry_count)"
+        " values ('c1', 'mobizon', 'send_sms', ?, ?) on conflict (id) do update"
+        " set status = excluded.status, retry_count = excluded.retry_count"
+    )
+    conn.execute(upsert, ("retrying", 1))
+    conn.execute("update integration_logs set pushed = 1 where id = 'c1'")
+    assert conn.execute("select pushed from integration_logs").fetchone() == (1,)
+    conn.execute(upsert, ("success", 1))
+    assert conn.execute("select status, pushed from integration_logs").fetchone() == ("success", 0)
+    conn.execute("update integration_logs set pushed = 1 where id = 'c1'")
+    for late in (("retrying", 1), ("pending", 0), ("success", 0)):
+        conn.execute(upsert, late)
+    assert conn.execute("select status, retry_count, pushed from integration_logs").fetchone() == (
+        "success",
+        1,
+        1,
+    )

@@ -8,7 +8,9 @@ local store is uploaded runs first (each run's full row, merged by id), then
 log rows in chunks (ignored when their id is already there), then integration
 calls (merged by id: a call's latest state wins), and every uploaded row is
 marked pushed. Rows Supabase refuses are isolated, reported and left
-unpushed (local store) or kept as dead letters (spool).
+unpushed (local store) or kept as dead letters (spool). ``--dead-letters`` sends
+the dead letters again (after a migration or a fix): each file no running
+process writes is taken, and keeps only the rows refused again.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from ..local_integration import CALL_COLUMNS
 from ..pipeline import make_sink
 from ..queue import Intake
 from ..retry import Breaker
-from ..rows import Entry, encode
+from ..rows import ALIVE, INSERT, MERGE, Entry, encode
 from ..sender import Sender
 from ..sinks.local import LOG_COLUMNS, RUN_COLUMNS, LocalSink
 from ..spool import Spool
-from ..spool_files import pending_segments, read_dead_letters
+from ..spool_files import pending_segments, read_dead_letters, resend_dead_letters
 from ._common import CommandError, emit_json, note, settings
 
 CHUNK = 500
@@ -43,6 +45,11 @@ def add_parser(sub: Any) -> None:
         description="Send what the spool holds and what the local store recorded to Supabase; safe to repeat.",
     )
     p.add_argument("--json", action="store_true", help="print the counts as a JSON object")
+    p.add_argument(
+        "--dead-letters",
+        action="store_true",
+        help="also send again the rows kept as dead letters (after `migrate` or a fix)",
+    )
     p.set_defaults(func=cmd_push)
 
 
@@ -137,6 +144,35 @@ def push_local(s: Settings) -> dict[str, Any]:
     return counts
 
 
+def push_dead_letters(s: Settings) -> tuple[int, int, int]:
+    """Send the spool's dead letters again: (sent, refused again, files busy)."""
+    deliverer = _deliverer(s)
+
+    def send(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        entries: list[Entry] = []
+        kept: dict[int, dict[str, Any]] = {}
+        for rec in records:
+            row, table = rec.get("row"), rec.get("table")
+            if not isinstance(row, dict) or not isinstance(table, str):
+                continue  # not a record this project wrote
+            mode = rec.get("mode", MERGE if table != s.logs_table else INSERT)
+            if mode == ALIVE:
+                continue  # a heartbeat: the run's later rows say more
+            entry = (0, table, mode, str(row.get("id") or ""),
+                     row.get("run_id") if table != s.runs_table else None, 1000, encode(row))  # fmt: skip
+            kept[id(entry)] = rec
+            entries.append(entry)
+        outcome = deliverer.deliver(entries)
+        if outcome.error is not None:
+            raise outcome.error
+        return [{**kept[id(e)], "code": err.code, "error": str(err)[:2000]} for e, err in outcome.dead]
+
+    try:
+        return resend_dead_letters(s.resolved_spool_path, s.destination, send)
+    finally:
+        deliverer.close()
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     s = settings(args.env_file)
     if not s.uses_supabase:
@@ -144,6 +180,7 @@ def cmd_push(args: argparse.Namespace) -> int:
     try:
         spooled, pending, spool_error = push_spool(s)
         local = push_local(s)
+        resent, refused_again, busy = push_dead_letters(s) if args.dead_letters else (0, 0, 0)
     except DeliveryError as exc:
         fix = getattr(exc, "fix", None)
         raise CommandError(
@@ -157,6 +194,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         "spool_delivered": spooled,
         "spool_pending": pending,
         "dead_letters": len(dead),
+        "dead_letters_resent": resent,
+        "dead_letters_busy_files": busy,
         "runs": local["runs"],
         "logs": local["logs"],
         "calls": local["calls"],
@@ -178,6 +217,11 @@ def cmd_push(args: argparse.Namespace) -> int:
             note(
                 f"{pending} spool segment(s) still pending: {spool_error or 'Supabase did not accept them, or another process holds them'}"
             )
+        if args.dead_letters:
+            print(f"{resent} dead letter(s) sent again, {refused_again} refused again")
+        if busy:
+            note(f"{busy} dead-letter file(s) skipped: a running process writes them")
         if dead:
-            note(f"{len(dead)} dead letter(s) kept in {s.resolved_spool_path} (*.dead): rows the database refused")
+            hint = "" if args.dead_letters else "; `supabase-log push --dead-letters` sends them again"
+            note(f"{len(dead)} dead letter(s) kept in {s.resolved_spool_path} (*.dead): rows the database refused{hint}")
     return 1 if pending or local["refused"] else 0
