@@ -121,7 +121,11 @@ class RunPages:
             "next_url": url("/", **query, after=page.next.encode()) if page.next else None,
         }
         if fragment(request):
-            return self.web.render("_runs_table.html", **context)
+            response = self.web.render("_runs_table.html", **context)
+            response.headers["HX-Push-Url"] = url(
+                "/", **query, after=after.encode() if after else None
+            )
+            return response
         return self.web.render(
             "runs.html",
             nav="runs",
