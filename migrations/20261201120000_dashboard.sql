@@ -3,8 +3,7 @@
 --
 -- Two indexes (the log stream of one run in order, and recent ERROR rows) and four
 -- read-only functions: the values the filters offer, errors grouped by script and
--- message, the step timeline of one run, and the distinct services and actions of
--- the calls. The functions run with the caller's rights (row level security applies)
+-- message, the step timeline of one run, and the services the calls went to. The functions run with the caller's rights (row level security applies)
 -- and an empty search_path; `authenticated` and `service_role` may call them, `anon`
 -- may not. Safe to apply more than once. Runs as one transaction, after the
 -- migrations that create runs, logs and integration_logs.
@@ -113,18 +112,23 @@ stable
 set search_path = ''
 as $$
   with ordered as (
-    select l.step, l."timestamp" as ts, l.level,
-           row_number() over (order by l."timestamp", l.id) as rn,
-           row_number() over (partition by l.step order by l."timestamp", l.id) as srn
+    select l.step, l."timestamp" as ts, l.level, l.id,
+           lag(l.step) over (order by l."timestamp", l.id) as prev
       from public.logs l
      where l.run_id = p_run_id
   ),
-  stretches as (
-    select o.step, min(o.ts) as started, min(o.rn) as first_rn, count(*) as n,
-           count(*) filter (where o.level = 'ERROR') as e,
-           count(*) filter (where o.level = 'WARNING') as w
+  marked as (  -- one pass in (timestamp, id) order, which the index gives without a sort
+    select o.step, o.ts, o.level,
+           count(*) filter (where o.prev is distinct from o.step)
+             over (order by o.ts, o.id rows unbounded preceding) as stretch
       from ordered o
-     group by o.step, o.rn - o.srn
+  ),
+  stretches as (
+    select m.step, m.stretch, min(m.ts) as started, count(*) as n,
+           count(*) filter (where m.level = 'ERROR') as e,
+           count(*) filter (where m.level = 'WARNING') as w
+      from marked m
+     group by m.step, m.stretch
   ),
   run_end as (
     select coalesce(
@@ -133,7 +137,7 @@ as $$
                       (select max(o.ts) from ordered o))) as at
   ),
   timed as (
-    select s.*, coalesce(lead(s.started) over (order by s.first_rn),
+    select s.*, coalesce(lead(s.started) over (order by s.stretch),
                          greatest((select e.at from run_end e), s.started)) as ended
       from stretches s
   )
@@ -142,13 +146,13 @@ as $$
          count(*), sum(t.n)::bigint, sum(t.e)::bigint, sum(t.w)::bigint
     from timed t
    group by t.step
-   order by min(t.first_rn)
+   order by min(t.stretch)
 $$;
 comment on function public.dashboard_run_steps(uuid) is
   'For supabase-log ui: per step of one run, its first row, end, time spent, stretches, rows, errors and warnings';
 
--- Every service_name of integration_logs (from its index, one name at a time) and
--- the service/action pairs of the last 30 days, for the filters of the calls page.
+-- Every service_name of integration_logs (from its index, one name at a time), for
+-- the filter of the calls page.
 create or replace function public.dashboard_call_filter_values()
 returns jsonb
 language sql
@@ -164,13 +168,11 @@ as $$
   )
   select jsonb_build_object(
     'services', coalesce((select jsonb_agg(n.service_name order by n.service_name)
-                            from names n where n.service_name is not null), '[]'::jsonb),
-    'actions', coalesce((select jsonb_agg(distinct d.action)
-                           from public.integration_stats_daily d), '[]'::jsonb)
+                            from names n where n.service_name is not null), '[]'::jsonb)
   )
 $$;
 comment on function public.dashboard_call_filter_values() is
-  'For supabase-log ui: every service_name of integration_logs and the actions of the last 30 days';
+  'For supabase-log ui: every service_name of integration_logs';
 
 -- Access: read-only, with the caller's rights; Supabase grants EXECUTE on new
 -- functions to anon and authenticated by default, hence the revokes.

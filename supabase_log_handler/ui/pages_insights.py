@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from .charts import call_charts, script_charts
 from .store import CALL_STATUSES, CallFilter, Cursor, RunFilter
-from .web import Web, fragment, param, url
+from .web import Web, fragment, parallel, param, url
 
 UTC = dt.timezone.utc
 WINDOWS = (("24h", "Last 24 hours"), ("7d", "Last 7 days"))
@@ -89,9 +89,12 @@ class InsightPages:
         now = dt.datetime.now(UTC)
         today = now.date()
         since_day = today - dt.timedelta(days=SCRIPT_DAYS - 1)
-        days = self.store.script_days(script, since_day)
-        runs = self.store.script_runs(script, SCRIPT_CHART_RUNS)
-        recent = self.store.runs(RunFilter(script=script), limit=SCRIPT_RECENT_RUNS)
+        days, runs, recent, state = parallel(
+            lambda: self.store.script_days(script, since_day),
+            lambda: self.store.script_runs(script, SCRIPT_CHART_RUNS),
+            lambda: self.store.runs(RunFilter(script=script), limit=SCRIPT_RECENT_RUNS),
+            lambda: self.store.schedule_state(script, now) if self.store.has_schedules else None,
+        )
         if not days and not runs and not recent.rows:
             return self.web.message("No such script", "No runs of that script.", 404)
         finished = sum(int(d.get("successes") or 0) + int(d.get("failures") or 0) for d in days)
@@ -101,7 +104,6 @@ class InsightPages:
             "failures": sum(int(d.get("failures") or 0) for d in days),
             "success_rate": round(100.0 * ok / finished, 1) if finished else None,
         }
-        state = self.store.schedule_state(script, now) if self.store.has_schedules else None
         for row in recent.rows:
             row.setdefault("progress_step", None)
         return self.web.render(
@@ -144,14 +146,19 @@ class InsightPages:
 
     def integrations_page(self, request: Request) -> Response:
         bucket = "day" if param(request, "bucket") == "day" else "hour"
-        context = self.calls_context(request)
-        stats = self.store.call_stats(bucket)
+        context, stats, services = parallel(
+            lambda: self.calls_context(request),
+            lambda: self.store.call_stats(bucket),
+            self.store.call_services,
+        )
+        f = context["f"]
+        actions = sorted({str(r["action"]) for r in stats} | ({f.action} if f.action else set()))
         return self.web.render(
             "integrations.html",
             nav="integrations",
             bucket=bucket,
             charts=call_charts(stats, bucket, dt.datetime.now(UTC)),
-            values=self.store.call_filter_values(),
+            values={"services": services, "actions": actions},
             statuses=CALL_STATUSES,
             sinces=SINCES,
             **context,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -23,11 +24,11 @@ from ..cli._common import levels_from
 from ..errors import SupabaseLogHandlerError
 from .format import parse_time
 from .store import LEVELS, RUN_STATUSES, Cursor, Page, RunFilter, StoreError
-from .web import Web, day_param, fragment, param, url
+from .web import Web, day_param, fragment, parallel, param, url
 
 UTC = dt.timezone.utc
 RUNS_PER_PAGE = 50
-LOGS_PER_PAGE = 500
+LOGS_PER_PAGE = 200
 TIMELINE_WIDTH = 1000
 
 
@@ -95,16 +96,20 @@ class RunPages:
 
     def with_progress(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Running runs get their current step (their newest row's)."""
-        for row in rows:
-            if row.get("status") == "running":
-                last = self.store.last_log(str(row["id"]))
-                row["progress_step"] = last.get("step") if last else None
+        running = [row for row in rows if row.get("status") == "running"]
+        newest = parallel(*[lambda r=row: self.store.last_log(str(r["id"])) for row in running])
+        for row, last in zip(running, newest, strict=True):
+            row["progress_step"] = last.get("step") if last else None
         return rows
 
     def runs_page(self, request: Request) -> Response:
         f, dates = self.run_filter(request)
         after = Cursor.decode(param(request, "after"))
-        page = self.store.runs(f, after=after, limit=RUNS_PER_PAGE)
+        page, values = parallel(
+            lambda: self.store.runs(f, after=after, limit=RUNS_PER_PAGE),
+            lambda: {} if fragment(request) else self.store.filter_values(),
+        )
+        assert isinstance(page, Page)
         self.with_progress(page.rows)
         query = {
             "script": f.script,
@@ -131,7 +136,7 @@ class RunPages:
             nav="runs",
             f=f,
             dates=dates,
-            values=self.store.filter_values(),
+            values=values,
             statuses=RUN_STATUSES,
             **context,
         )
@@ -181,63 +186,78 @@ class RunPages:
             "finished_status": None,
         }
 
-    def run_page(self, request: Request) -> Response:
-        run_id = run_id_of(request)
-        run = self.store.run(run_id) if run_id else None
-        if run is None:
-            return self.web.message("No such run", "There is no run with that id.", 404)
-        level, levels, q = self.log_query(request)
-        page = self.store.logs(str(run["id"]), levels=levels, text=q, limit=LOGS_PER_PAGE)
-        calls: list[dict[str, Any]] = []
-        calls_error = None
+    def calls_or_error(self, run_id: str) -> tuple[list[dict[str, Any]], str | None]:
         try:
-            calls = self.store.run_calls(str(run["id"]))
+            return self.store.run_calls(run_id), None
         except StoreError as exc:  # a project without integration_logs still shows its runs
-            calls_error = str(exc)
+            return [], str(exc)
+
+    def run_page(self, request: Request) -> Response:
+        found = self.run_logs(request, self.store.run_steps, self.calls_or_error)
+        if found is None:
+            return self.web.message("No such run", "There is no run with that id.", 404)
+        run, context, (steps, (calls, calls_error)) = found
         return self.web.render(
             "run.html",
             nav="runs",
             run=run,
-            timeline=timeline(run, self.store.run_steps(str(run["id"]))),
+            timeline=timeline(run, steps),
             levels=LEVELS,
-            level=level,
-            q=q,
             calls=calls,
             calls_error=calls_error,
-            **self.log_context(run, page, level, q, None),
+            **context,
         )
+
+    def run_logs(
+        self, request: Request, *more: Callable[[str], Any], together: bool = True
+    ) -> tuple[dict[str, Any], dict[str, Any], list[Any]] | None:
+        """The run, the page of its rows the request asks for (``after``, level, text), and
+        ``more`` read for the run; all at once unless ``together`` is False (then the run
+        is read first)."""
+        run_id = run_id_of(request)
+        if run_id is None:
+            return None
+        level, levels, q = self.log_query(request)
+        after = Cursor.decode(param(request, "after"))
+
+        def page() -> Page:
+            assert run_id is not None
+            return self.store.logs(run_id, levels=levels, text=q, after=after, limit=LOGS_PER_PAGE)
+
+        if together:
+            run, rows, *extra = parallel(
+                lambda: self.store.run(run_id), page, *[lambda f=f: f(run_id) for f in more]
+            )
+        else:
+            run, rows, extra = self.store.run(run_id), page(), []
+        if run is None:
+            return None
+        context = self.log_context(run, rows, level, q, after) | {"level": level, "q": q}
+        return run, context, extra
 
     def log_rows(self, request: Request) -> Response:
         """The log list for new filters, or (with ``after``) the next page of it."""
-        run_id = run_id_of(request)
-        run = self.store.run(run_id) if run_id else None
-        if run is None:
+        found = self.run_logs(request)
+        if found is None:
             return Response(status_code=404)
-        level, levels, q = self.log_query(request)
-        after = Cursor.decode(param(request, "after"))
-        page = self.store.logs(
-            str(run["id"]), levels=levels, text=q, after=after, limit=LOGS_PER_PAGE
-        )
-        context = self.log_context(run, page, level, q, after)
-        if after is not None:
+        run, context, _ = found
+        after, level, q = param(request, "after"), context["level"], context["q"]
+        if after:
             return self.web.render("_log_rows.html", **context)
         response = self.web.render("_log_list.html", **context)
         response.headers["HX-Push-Url"] = url(f"/runs/{run['id']}", level=level, q=q)
         return response
 
     def tail(self, request: Request) -> Response:
-        """Rows made after ``after``; the next poller while the run runs, else its final status."""
-        run_id = run_id_of(request)
-        run = self.store.run(run_id) if run_id else None
-        if run is None:
+        """Rows made after ``after``; the next poller while the run runs, else its final status.
+
+        The run's status is read before its rows: a run that had ended by then has
+        all its rows stored already (its final state is written after them).
+        """
+        found = self.run_logs(request, together=False)
+        if found is None:
             return Response(status_code=404)
-        level, levels, q = self.log_query(request)
-        after = Cursor.decode(param(request, "after"))
-        running = run.get("status") == "running"
-        page = self.store.logs(
-            str(run["id"]), levels=levels, text=q, after=after, limit=LOGS_PER_PAGE
-        )
-        context = self.log_context(run, page, level, q, after)
-        if not running and page.next is None:
+        run, context, _ = found
+        if run.get("status") != "running" and context["page"].next is None:
             context["finished_status"] = run.get("status")
         return self.web.render("_log_rows.html", **context)

@@ -14,6 +14,7 @@ matches an index.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +35,7 @@ RUN_CHART_COLUMNS = (
     "id,started_at,status,duration_ms,records_fetched,records_inserted,records_updated,"
     "records_failed,api_cost"
 )
+FILTER_VALUES_TTL_S = 30.0  # script names and triggers change rarely
 Filter = tuple[str, str, Any]  # (column, op, value); op: eq gt gte lt lte in ilike is
 
 
@@ -89,6 +91,11 @@ def iso(when: dt.datetime) -> str:
     return when.astimezone(UTC).isoformat(timespec="microseconds")
 
 
+def equal(**columns: str | None) -> list[Filter]:
+    """``column = value`` filters for the values that are set."""
+    return [(column, "eq", value) for column, value in columns.items() if value]
+
+
 def contains(text: str) -> str:
     """An ``ilike`` pattern (PostgREST's ``*`` wildcard) matching ``text`` anywhere, literally."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -105,6 +112,7 @@ class Store:
         self.runs_table = runs_table
         self.logs_table = logs_table
         self.calls_table = calls_table
+        self._filter_values: tuple[float, dict[str, list[str]]] | None = None
 
     # -- what a backend provides ---------------------------------------------------------
     def select(
@@ -118,7 +126,7 @@ class Store:
     ) -> list[dict[str, Any]]:
         raise NotImplementedError
 
-    def filter_values(self) -> dict[str, list[str]]:
+    def read_filter_values(self) -> dict[str, list[str]]:
         """``scripts`` (every name) and ``triggers`` (of recent runs)."""
         raise NotImplementedError
 
@@ -130,7 +138,8 @@ class Store:
         """Per step of a run: first_at, ended_at, spent_ms, stretches, rows_count, errors, warnings."""
         raise NotImplementedError
 
-    def call_filter_values(self) -> dict[str, list[str]]:
+    def call_services(self) -> list[str]:
+        """Every service the calls went to."""
         raise NotImplementedError
 
     def script_days(self, script: str, since_day: dt.date) -> list[dict[str, Any]]:
@@ -142,6 +151,14 @@ class Store:
 
     def close(self) -> None:
         """Release connections."""
+
+    def filter_values(self) -> dict[str, list[str]]:
+        """``read_filter_values``, read again at most every ``FILTER_VALUES_TTL_S`` seconds."""
+        cached = self._filter_values
+        if cached is None or time.monotonic() - cached[0] > FILTER_VALUES_TTL_S:
+            cached = (time.monotonic(), self.read_filter_values())
+            self._filter_values = cached
+        return cached[1]
 
     # -- keyset pages ----------------------------------------------------------------------
     def keyset(
@@ -190,13 +207,7 @@ class Store:
 
     # -- runs --------------------------------------------------------------------------
     def runs(self, f: RunFilter, *, after: Cursor | None = None, limit: int = 50) -> Page:
-        filters: list[Filter] = []
-        if f.script:
-            filters.append(("script_name", "eq", f.script))
-        if f.status:
-            filters.append(("status", "eq", f.status))
-        if f.trigger:
-            filters.append(("triggered_by", "eq", f.trigger))
+        filters = equal(script_name=f.script, status=f.status, triggered_by=f.trigger)
         if f.since:
             filters.append(("started_at", "gte", iso(f.since)))
         if f.until:
@@ -271,17 +282,9 @@ class Store:
         limit: int = 50,
         newest_first: bool = True,
     ) -> Page:
-        filters: list[Filter] = []
-        if f.service:
-            filters.append(("service_name", "eq", f.service))
-        if f.action:
-            filters.append(("action", "eq", f.action))
-        if f.status:
-            filters.append(("status", "eq", f.status))
+        filters = equal(service_name=f.service, action=f.action, status=f.status, run_id=f.run_id)
         if f.since:
             filters.append(("created_at", "gte", iso(f.since)))
-        if f.run_id:
-            filters.append(("run_id", "eq", f.run_id))
         return self.keyset(
             self.calls_table,
             filters,
@@ -297,11 +300,7 @@ class Store:
         """Rows of the hourly (``bucket="hour"``) or daily (``"day"``) view, oldest bucket first."""
         hourly, daily = stats_views(self.calls_table)
         view = {"hour": hourly, "day": daily}[bucket]
-        filters: list[Filter] = []
-        if service:
-            filters.append(("service_name", "eq", service))
-        if action:
-            filters.append(("action", "eq", action))
+        filters = equal(service_name=service, action=action)
         out: list[dict[str, Any]] = []
         order = [(bucket, False), ("service_name", False), ("action", False), ("status", False)]
         # A view has no id: page by bucket, re-reading a bucket a full page ended in.

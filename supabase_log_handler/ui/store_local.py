@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..local_integration import stats_views
 from ..sinks.local import JSON_COLUMNS, LocalSink
 from .store import RUN_CHART_COLUMNS, Filter, Store, StoreError, day_stats, iso
 
@@ -125,7 +124,7 @@ class LocalStore(Store):
         return self.query(sql, params)
 
     # -- the aggregates: the migration's functions in SQLite ------------------------------
-    def filter_values(self) -> dict[str, list[str]]:
+    def read_filter_values(self) -> dict[str, list[str]]:
         runs = self.runs_table
         scripts = self.query(f"select distinct script_name from {runs} order by 1")
         triggers = self.query(
@@ -169,15 +168,20 @@ class LocalStore(Store):
         return self.query(
             f"""
             with ordered as (
-              select step, timestamp as ts, level,
-                     row_number() over (order by timestamp, id) as rn,
-                     row_number() over (partition by step order by timestamp, id) as srn
+              select step, timestamp as ts, level, id,
+                     lag(step) over (order by timestamp, id) as prev
                 from {logs} where run_id = ?1
             ),
+            marked as (
+              select step, ts, level,
+                     sum(prev is not step) over (order by ts, id rows unbounded preceding)
+                       as stretch
+                from ordered
+            ),
             stretches as (
-              select step, min(ts) as started, min(rn) as first_rn, count(*) as n,
+              select step, stretch, min(ts) as started, count(*) as n,
                      sum(level = 'ERROR') as e, sum(level = 'WARNING') as w
-                from ordered group by step, rn - srn
+                from marked group by step, stretch
             ),
             run_end as (
               select coalesce(
@@ -186,7 +190,7 @@ class LocalStore(Store):
                     coalesce((select max(ts) from ordered), ''))) as at
             ),
             timed as (
-              select s.*, coalesce(lead(started) over (order by first_rn),
+              select s.*, coalesce(lead(started) over (order by stretch),
                                    max((select at from run_end), started)) as ended
                 from stretches s
             )
@@ -195,20 +199,14 @@ class LocalStore(Store):
                         as integer) as spent_ms,
                    count(*) as stretches, sum(n) as rows_count, sum(e) as errors,
                    sum(w) as warnings
-              from timed group by step order by min(first_rn)
+              from timed group by step order by min(stretch)
             """,
             (run_id,),
         )
 
-    def call_filter_values(self) -> dict[str, list[str]]:
-        calls = self.calls_table
-        _, daily = stats_views(calls)
-        services = self.query(f"select distinct service_name from {calls} order by 1")
-        actions = self.query(f"select distinct action from {daily} order by 1")
-        return {
-            "services": [r["service_name"] for r in services],
-            "actions": [r["action"] for r in actions],
-        }
+    def call_services(self) -> list[str]:
+        rows = self.query(f"select distinct service_name from {self.calls_table} order by 1")
+        return [r["service_name"] for r in rows]
 
     def script_days(self, script: str, since_day: dt.date) -> list[dict[str, Any]]:
         since = dt.datetime(since_day.year, since_day.month, since_day.day, tzinfo=dt.timezone.utc)

@@ -85,7 +85,7 @@ class RestStore(Store):
         except DeliveryError as exc:
             raise describe_error(exc, f"{function}()") from None
 
-    def filter_values(self) -> dict[str, list[str]]:
+    def read_filter_values(self) -> dict[str, list[str]]:
         found = self.rpc("dashboard_filter_values") or {}
         return {"scripts": found.get("scripts") or [], "triggers": found.get("triggers") or []}
 
@@ -95,12 +95,9 @@ class RestStore(Store):
     def run_steps(self, run_id: str) -> list[dict[str, Any]]:
         return list(self.rpc("dashboard_run_steps", {"p_run_id": run_id}) or [])
 
-    def call_filter_values(self) -> dict[str, list[str]]:
+    def call_services(self) -> list[str]:
         found = self.rpc("dashboard_call_filter_values") or {}
-        return {
-            "services": found.get("services") or [],
-            "actions": sorted(found.get("actions") or []),
-        }
+        return list(found.get("services") or [])
 
     def script_days(self, script: str, since_day: dt.date) -> list[dict[str, Any]]:
         return self.select(
