@@ -3,7 +3,7 @@
 Every test runs twice: against the test stack (``supabase-log ui`` reading a fresh
 database through the PostgREST-compatible gateway with the service key) and against
 the local store (a SQLite file). One ``supabase-log ui`` process per backend and one
-browser for the module. Set ``SUPABASE_LOG_UI_SCREENSHOTS=docs/img`` to write the
+browser for the module. Set ``UI_SCREENSHOTS_DIR=docs/img`` to write the
 README's screenshots.
 """
 
@@ -28,7 +28,7 @@ from supabase_log_handler.sinks.rest import SupabaseSink
 
 UTC = dt.timezone.utc
 WAIT_MS = 15_000
-SCREENSHOTS_ENV = "SUPABASE_LOG_UI_SCREENSHOTS"
+SCREENSHOTS_ENV = "UI_SCREENSHOTS_DIR"
 
 
 class Backend(NamedTuple):
