@@ -16,6 +16,13 @@ done
 # The benchmark's peers, so that tests/test_benchmark_smoke.py runs every instrument.
 .venv/bin/pip install -q -r benchmarks/requirements.txt
 
+# Chromium for the dashboard's browser tests (tests/test_ui_browser.py), driven by Playwright
+# through its executable path: Debian's package, never a browser download.
+if [ ! -x /usr/bin/chromium ]; then
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
+
 .venv/bin/ruff check supabase_log_handler tests benchmarks examples
 .venv/bin/mypy supabase_log_handler
 # pytest exits 5 when it collected no test: that is a failure too (set -e).

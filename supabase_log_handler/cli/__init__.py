@@ -4,7 +4,7 @@ Owns the argument parsing and the dispatch to one module per command:
 ``run`` (wrapper.py), ``runs``/``logs``/``errors``/``stats`` (views.py), ``tail``
 (tail.py), ``calls``/``calls stats`` (calls.py), ``migrate`` (migrate.py),
 ``doctor`` (doctor.py), ``push`` (push.py), ``schedule``/``check``/``prune``
-(watch.py) and ``digest`` (digest.py). ``main(argv)`` returns the exit code: the command's own for ``run``,
+(watch.py), ``digest`` (digest.py) and ``ui`` (``supabase_log_handler/ui/command.py``). ``main(argv)`` returns the exit code: the command's own for ``run``,
 0 for success, 1 when something was found wrong, 2 for usage and setup errors.
 See docs/cli.md for the reference.
 """
@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from .. import __version__, autoattach, capture
 from ..errors import ConfigurationError, DeliveryError
+from ..ui import command as ui_command
 from . import calls, digest, doctor, migrate, push, tail, views, wrapper
 from . import watch as watch_commands
 from ._common import CommandError
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_parser(sub)
     watch_commands.add_parsers(sub)
     digest.add_parser(sub)
+    ui_command.add_parser(sub)
     return parser
 
 

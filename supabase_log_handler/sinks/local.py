@@ -8,6 +8,7 @@ idempotent). JSON columns are stored as text and parsed back on read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
@@ -221,35 +222,15 @@ class LocalSink(DictRows):
             sql += " order by " + ", ".join(f"{c} {'desc' if d else 'asc'}" for c, d in order)
         if limit is not None:
             sql += f" limit {int(limit)}"
-        cur = self._conn().execute(sql, params)
-        names = [d[0] for d in cur.description]
-        out = []
-        for values in cur.fetchall():
-            row = dict(zip(names, values, strict=False))
-            row.pop("pushed", None)
-            for c in JSON_COLUMNS & row.keys():
-                if isinstance(row[c], str):
-                    row[c] = json.loads(row[c])
-            out.append(row)
-        return out
+        return decode_rows(self._conn().execute(sql, params))
 
     # -- push support ------------------------------------------------------------------
     def unpushed(self, table: str, limit: int) -> list[dict[str, Any]]:
         """Rows not yet uploaded, oldest first."""
         key = {self.runs_table: "started_at", self.logs_table: "timestamp"}.get(table, "created_at")
-        cur = self._conn().execute(
+        return decode_rows(self._conn().execute(
             f"select * from {table} where pushed = 0 order by {key}, id limit ?", (limit,)
-        )
-        names = [d[0] for d in cur.description]
-        rows = []
-        for values in cur.fetchall():
-            row = dict(zip(names, values, strict=False))
-            row.pop("pushed", None)
-            for c in JSON_COLUMNS & row.keys():
-                if isinstance(row[c], str):
-                    row[c] = json.loads(row[c])
-            rows.append(row)
-        return rows
+        ))  # fmt: skip
 
     def mark_pushed(self, table: str, ids: list[str]) -> None:
         self._conn().executemany(f"update {table} set pushed = 1 where id = ?", [(i,) for i in ids])
@@ -271,3 +252,19 @@ def _column_value(value: Any) -> Any:
 def _check_identifier(name: str) -> None:
     if not name.replace("_", "").isalnum():
         raise ValueError(f"not a column name: {name!r}")
+
+
+def decode_rows(cur: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """A cursor's rows as dicts the way Supabase returns them: JSON columns parsed (text that
+    is not JSON stays as stored), the local ``pushed`` mark left out."""
+    names = [d[0] for d in cur.description]
+    out = []
+    for values in cur.fetchall():
+        row = dict(zip(names, values, strict=False))
+        row.pop("pushed", None)
+        for c in JSON_COLUMNS & row.keys():
+            if isinstance(row[c], str):
+                with contextlib.suppress(ValueError):
+                    row[c] = json.loads(row[c])
+        out.append(row)
+    return out
