@@ -95,8 +95,14 @@ FIELDS: dict[str, Field] = {
         "SUPABASE_LOG_SINK",
         "choice",
         "auto",
-        ("auto", "supabase", "local"),
-        doc="auto: Supabase when a URL is set, else the local store",
+        ("auto", "supabase", "local", "postgres"),
+        doc="auto: Supabase when a URL is set, else the local store; postgres: COPY to db_url",
+    ),
+    "db_url": Field(
+        "SUPABASE_DB_URL",
+        "str",
+        None,
+        doc="PostgreSQL connection string (the pooler's, transaction mode) for sink=postgres, migrate, doctor",
     ),
     "local_path": Field("SUPABASE_LOG_LOCAL_DB", "str", None, doc="SQLite file of the local store"),
     "flush_interval_s": Field(
@@ -231,6 +237,7 @@ class Settings(NamedTuple):
     logs_table: str
     integration_logs_table: str
     sink: str
+    db_url: str | None
     local_path: str | None
     flush_interval_s: float
     max_batch_rows: int
@@ -261,7 +268,13 @@ class Settings(NamedTuple):
 
     @property
     def uses_supabase(self) -> bool:
-        return self.sink == "supabase" or (self.sink == "auto" and bool(self.url))
+        """Rows go to the project (through PostgREST, or straight to PostgreSQL), not the local store."""
+        return self.sink in ("supabase", "postgres") or (self.sink == "auto" and bool(self.url))
+
+    @property
+    def uses_postgres(self) -> bool:
+        """Rows go straight to PostgreSQL (``sink="postgres"``: COPY through the pooler)."""
+        return self.sink == "postgres"
 
     @property
     def resolved_spool_path(self) -> Path:
@@ -270,6 +283,10 @@ class Settings(NamedTuple):
     @property
     def destination(self) -> str:
         """Where rows go, as the spool labels its entries: never mixed between projects."""
+        if self.uses_postgres:
+            from .sinks.pgurl import describe
+
+            return f"postgres:{describe(self.db_url or '')}|{self.schema}|{self.runs_table}|{self.logs_table}"
         if self.uses_supabase:
             return f"supabase:{(self.url or '').rstrip('/')}|{self.schema}|{self.runs_table}|{self.logs_table}"
         return f"local:{self.resolved_local_path}"
@@ -286,6 +303,10 @@ class Settings(NamedTuple):
         """The settings without the key, for display."""
         data = self._asdict()
         data["key"] = "***" if self.key else None
+        if self.db_url:
+            from .sinks.pgurl import describe
+
+            data["db_url"] = describe(self.db_url)
         return data
 
 
@@ -408,6 +429,10 @@ def _check(s: Settings) -> None:
             raise ConfigurationError(f"{_describe(name)} must be a plain SQL identifier")
     if s.sink == "supabase" and not s.url:
         raise ConfigurationError(f"{_describe('url')} is required when sink is 'supabase'")
+    if s.uses_postgres:
+        _check_db_url(s)
+        if not s.url:
+            return  # rows go straight to PostgreSQL: the REST settings are not needed
     if not s.uses_supabase:
         return
     assert s.url is not None
@@ -428,6 +453,21 @@ def _check(s: Settings) -> None:
         raise ConfigurationError(
             f"{_describe('key')} is the {role} key, which cannot write logs; "
             "use the service role (secret) key from the project's API settings"
+        )
+
+
+def _check_db_url(s: Settings) -> None:
+    if not s.db_url:
+        raise ConfigurationError(
+            f"{_describe('db_url')} is required when sink is 'postgres': the connection string "
+            "from the project's Database settings (the pooler's, transaction mode, port 6543)"
+        )
+    from .sinks.pgurl import describe, looks_like_db_url
+
+    if not looks_like_db_url(s.db_url):
+        raise ConfigurationError(
+            f"{_describe('db_url')} must look like postgresql://user:password@host:6543/postgres, "
+            f"got {describe(s.db_url)!r}"
         )
 
 
