@@ -21,19 +21,11 @@ for bindir in /usr/lib/postgresql/*/bin; do
 done
 
 # PgBouncer (transaction mode) in front of the test cluster for the direct sink's tests
-# (tests/stack/pgbouncer.py), and pg_partman for the partitioned tables' tests.
+# (tests/stack/pgbouncer.py).
 if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
   as_root apt-get update -q
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer
 fi
-for bindir in /usr/lib/postgresql/*/bin; do
-  version="$(basename "$(dirname "$bindir")")"
-  if ! compgen -G "/usr/share/postgresql/$version/extension/pg_partman.control" >/dev/null; then
-    as_root apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "postgresql-$version-partman"
-  fi
-done
-# Debian starts a pgbouncer service on install; the tests start their own on free ports.
 
 .venv/bin/ruff check supabase_log_handler tests benchmarks examples
 .venv/bin/mypy supabase_log_handler

@@ -18,17 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import exitclock
+import pytest
 from conftest import SCRIPTS, assert_identity, last_json_line, run_script, start_script, wait_until
-from stack.fixtures import Db
+from stack.fixtures import Db, FreshStack
 from stack.gateway import Gateway
+from stack.pgbouncer import DirectBackend
 
 from supabase_log_handler import SupabaseHandler, start_run
 from supabase_log_handler.spool_files import pending_entries, read_dead_letters
 
 # -- the direct sink: these fixtures replace the stack's for this module --------------------------
-import pytest  # noqa: E402
-from stack.fixtures import FreshStack  # noqa: E402
-from stack.pgbouncer import DirectBackend  # noqa: E402
 
 
 @pytest.fixture(params=["rest", "postgres"])

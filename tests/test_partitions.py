@@ -70,7 +70,7 @@ def test_migrate_partitioned_converts_a_copy_keeping_rows_keys_views_and_access(
 ) -> None:  # fmt: skip
     """An unpartitioned database with rows is copied, the copy migrated: same rows, monthly partitions, FK cascade, views and RLS kept."""
     monkeypatch.chdir(tmp_path)
-    gw, original = fresh_gateway(migrations=True)
+    _, original = fresh_gateway(migrations=True)
     original.execute(SEED)
     copy_name = f"copy_{uuid.uuid4().hex[:12]}"
     pg_cluster.execute("postgres", f'create database "{copy_name}" template "{original.name}"')

@@ -61,9 +61,10 @@ def test_twenty_writers_store_exactly_a_million_rows(
 
     watcher = threading.Thread(target=watch_connections, daemon=True)
     watcher.start()
+    argv = [sys.executable, "-c", JOB]
     procs = [
-        subprocess.Popen([sys.executable, "-c", JOB, f"w{w:02d}", str(ROWS_EACH)], env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen([*argv, f"w{w:02d}", str(ROWS_EACH)], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
         for w in range(WRITERS)
     ]
     try:
@@ -75,7 +76,7 @@ def test_twenty_writers_store_exactly_a_million_rows(
                 p.kill()
     watcher.join(5)
     reports = []
-    for p, (out, err) in zip(procs, outputs):
+    for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err[-3000:]
         reports.append(json.loads(out.strip().splitlines()[-1]))
     for r in reports:

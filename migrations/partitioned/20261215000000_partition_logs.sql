@@ -27,9 +27,9 @@
 -- month); `drop_expired_log_partitions()` drops whole months past the retention
 -- windows (90 days for logs, 180 for calls, as `prune` and the cleanup function
 -- use), instead of deleting row by row. pg_cron runs both daily when installed;
--- `supabase-log check` calls the first. When the pg_partman extension is
--- installed, it is told about both tables and its `run_maintenance` makes their
--- partitions too (see docs/scale.md).
+-- `supabase-log check` calls the first. A table registered with pg_partman
+-- (partman.part_config) is left to it: `ensure_log_partitions` calls its
+-- `run_maintenance` for that table instead (see docs/scale.md).
 
 -- One month's partition of `parent`; null when it exists. Rows of that month
 -- waiting in the default partition move into it first (otherwise PostgreSQL
@@ -313,31 +313,6 @@ $$;
 select public.slh_partition_table('logs', 'timestamp');
 select public.slh_partition_table('integration_logs', 'created_at');
 select public.ensure_log_partitions();
-
--- pg_partman, when installed: it takes over making the partitions (same names for
--- version 4, `_pYYYYMMDD` for 5) and `ensure_log_partitions` calls its maintenance.
-do $$
-declare
-  t text;
-  version text := (select extversion from pg_catalog.pg_extension where extname = 'pg_partman');
-begin
-  if version is null then
-    return;
-  end if;
-  foreach t in array array['public.logs', 'public.integration_logs'] loop
-    if to_regclass(t) is null or public.slh_partman_manages(t::regclass) then
-      continue;
-    end if;
-    if split_part(version, '.', 1)::integer >= 5 then
-      execute 'select partman.create_parent(p_parent_table => $1, p_control => $2, p_interval => ''1 month'', p_premake => 3)'
-        using t, case when t = 'public.logs' then 'timestamp' else 'created_at' end;
-    else
-      execute 'select partman.create_parent(p_parent_table => $1, p_control => $2, p_type => ''native'', p_interval => ''monthly'', p_premake => 3)'
-        using t, case when t = 'public.logs' then 'timestamp' else 'created_at' end;
-    end if;
-  end loop;
-end
-$$;
 
 revoke all on function public.slh_create_month_partition(regclass, timestamptz),
   public.slh_lock_down_partition(regclass), public.slh_partman_manages(regclass),
