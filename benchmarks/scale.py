@@ -254,6 +254,9 @@ def main(argv: list[str]) -> int:
         args.rows, args.compare_rows = 100_000, 20_000
     import os
     import platform
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the cluster below is stopped
 
     cluster = PgCluster(settings={"shared_buffers": "'256MB'", "max_wal_size": "'4GB'"}).start()
     bouncer = PgBouncer(cluster.host, cluster.port).start()
