@@ -23,6 +23,13 @@ if [ ! -x /usr/bin/chromium ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
 fi
 
+# PgBouncer (transaction mode) in front of the test cluster for the direct sink's tests
+# (tests/stack/pgbouncer.py).
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q pgbouncer
+fi
+
 .venv/bin/ruff check supabase_log_handler tests benchmarks examples
 .venv/bin/mypy supabase_log_handler
 # pytest exits 5 when it collected no test: that is a failure too (set -e).

@@ -70,6 +70,7 @@ class Settings(NamedTuple):
     logs_table: str
     integration_logs_table: str
     sink: str
+    db_url: str | None
     local_path: str | None
     flush_interval_s: float
     max_batch_rows: int
@@ -102,7 +103,13 @@ class Settings(NamedTuple):
 
     @property
     def uses_supabase(self) -> bool:
-        return self.sink == "supabase" or (self.sink == "auto" and bool(self.url))
+        """Rows go to the project (through PostgREST, or straight to PostgreSQL), not the local store."""
+        return self.sink in ("supabase", "postgres") or (self.sink == "auto" and bool(self.url))
+
+    @property
+    def uses_postgres(self) -> bool:
+        """Rows go straight to PostgreSQL (``sink="postgres"``: COPY through the pooler)."""
+        return self.sink == "postgres"
 
     @property
     def resolved_spool_path(self) -> Path:
@@ -111,6 +118,10 @@ class Settings(NamedTuple):
     @property
     def destination(self) -> str:
         """Where rows go, as the spool labels its entries: never mixed between projects."""
+        if self.uses_postgres:
+            from .sinks.pgurl import describe
+
+            return f"postgres:{describe(self.db_url or '')}|{self.schema}|{self.runs_table}|{self.logs_table}"
         if self.uses_supabase:
             return f"supabase:{(self.url or '').rstrip('/')}|{self.schema}|{self.runs_table}|{self.logs_table}"
         return f"local:{self.resolved_local_path}"
@@ -127,6 +138,10 @@ class Settings(NamedTuple):
         """The settings without the key, for display."""
         data = self._asdict()
         data["key"] = "***" if self.key else None
+        if self.db_url:
+            from .sinks.pgurl import describe
+
+            data["db_url"] = describe(self.db_url)
         return data
 
 
@@ -296,6 +311,12 @@ def _check(s: Settings) -> list[Problem]:
     if s.sink == "supabase" and not s.url:
         found.append(Problem("url", f"{_describe('url')} is required when sink is 'supabase'", "local"))
         return found
+    if s.uses_postgres:
+        wrong = _check_db_url(s)
+        if wrong:
+            found.append(Problem("sink", wrong, "default"))  # Supabase or the local store instead
+        if not s.url:
+            return found  # rows go straight to PostgreSQL (or the local store): no REST settings
     if not s.uses_supabase:
         return found
     assert s.url is not None
@@ -318,6 +339,23 @@ def _check(s: Settings) -> list[Problem]:
             "key", f"{_describe('key')} is the {role} key, which cannot write logs; "
             "use the service role (secret) key from the project's API settings", "park"))  # fmt: skip
     return found
+
+
+def _check_db_url(s: Settings) -> str | None:
+    """What is wrong with ``db_url`` for ``sink="postgres"``, if anything."""
+    if not s.db_url:
+        return (
+            f"{_describe('db_url')} is required when sink is 'postgres': the connection string "
+            "from the project's Database settings (the pooler's, transaction mode, port 6543)"
+        )
+    from .sinks.pgurl import describe, looks_like_db_url
+
+    if not looks_like_db_url(s.db_url):
+        return (
+            f"{_describe('db_url')} must look like postgresql://user:password@host:6543/postgres, "
+            f"got {describe(s.db_url)!r}"
+        )
+    return None
 
 
 def key_role(key: str) -> str | None:

@@ -55,8 +55,14 @@ FIELDS: dict[str, Field] = {
         "SUPABASE_LOG_SINK",
         "choice",
         "auto",
-        ("auto", "supabase", "local"),
-        doc="auto: Supabase when a URL is set, else the local store",
+        ("auto", "supabase", "local", "postgres"),
+        doc="auto: Supabase when a URL is set, else the local store; postgres: COPY to db_url",
+    ),
+    "db_url": Field(
+        "SUPABASE_DB_URL",
+        "str",
+        None,
+        doc="PostgreSQL connection string (the pooler's, transaction mode) for sink=postgres, migrate, doctor",
     ),
     "local_path": Field("SUPABASE_LOG_LOCAL_DB", "str", None, doc="SQLite file of the local store"),
     "flush_interval_s": Field(

@@ -359,7 +359,7 @@ class SupabaseHandler(logging.Handler):
         return self._pipeline.closed
 
     def __repr__(self) -> str:
-        target = self.settings.url or f"local:{self.settings.resolved_local_path}"
+        target = self.settings.destination.split("|")[0]  # never a key or a password
         return f"<SupabaseHandler {target} ({logging.getLevelName(self.level)})>"
 
 

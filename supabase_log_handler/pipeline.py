@@ -42,7 +42,15 @@ FOREIGN_REPLAY_AT_EXIT_S = 1.0  # at most this much of a clean exit goes to othe
 
 
 def make_sink(settings: Settings) -> Sink:
-    """The sink the settings ask for (Supabase when a URL is set, else the local store)."""
+    """The sink the settings ask for (Supabase when a URL is set, else the local store;
+    PostgreSQL directly with ``sink="postgres"``)."""
+    if settings.uses_postgres:
+        from .sinks.postgres import PostgresSink
+
+        assert settings.db_url is not None
+        return PostgresSink(
+            settings.db_url, schema=settings.schema, request_timeout_s=settings.request_timeout_s
+        )
     if settings.uses_supabase:
         from .config import key_role
         from .sinks.rest import SupabaseSink

@@ -99,6 +99,23 @@ def test_a_malformed_url_writes_to_the_local_store(tmp_path: Path) -> None:
         handler.close(1)
 
 
+def test_sink_postgres_without_a_usable_db_url_falls_back_without_echoing_it(tmp_path: Path) -> None:
+    """sink=postgres with no db_url, or one that is not a connection string: the next destination
+    (the local store here), one diagnostic naming the setting, the password never shown."""
+    for db_url in (None, "pw-s3cret-not-a-url"):
+        handler = SupabaseHandler(sink="postgres", db_url=db_url, local_path=str(tmp_path / "l.db"),
+                                  spool_path=str(tmp_path / "s"), install_signal_handlers=False,
+                                  capture_uncaught=False)  # fmt: skip
+        try:
+            assert handler.settings.sink == "auto" and not handler.settings.uses_postgres
+            said = handler.diagnostics.last_error or ""
+            assert "SUPABASE_DB_URL" in said and "pw-s3cret" not in said, said
+        finally:
+            handler.close(1)
+    with pytest.raises(ConfigurationError, match="SUPABASE_DB_URL"):
+        SupabaseHandler(sink="postgres", strict=True)
+
+
 def _anon_jwt() -> str:
     return "eyJhbGciOiJIUzI1NiJ9.eyJyb2xlIjoiYW5vbiJ9.c2lnbmF0dXJl"
 

@@ -1,4 +1,10 @@
-"""Fault tests on the real stack: outages, slow answers, exits, kills, bad rows, forks."""
+"""Fault tests on the real stack: outages, slow answers, exits, kills, bad rows, forks.
+
+Each test runs twice: with the REST sink through the gateway, and with the direct
+sink (``sink="postgres"``: COPY through PgBouncer in transaction mode), where the
+pooler is stopped or its answers delayed as the gateway's are (see the block of
+fixtures below the imports).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,101 @@ from pathlib import Path
 from typing import Any
 
 import exitclock
+import pytest
 from conftest import SCRIPTS, assert_identity, last_json_line, run_script, start_script, wait_until
-from stack.fixtures import Db
+from stack.fixtures import Db, FreshStack
 from stack.gateway import Gateway
+from stack.pgbouncer import DirectBackend
 
 from supabase_log_handler import SupabaseHandler, start_run
 from supabase_log_handler.spool_files import pending_entries, read_dead_letters
+
+# -- the direct sink: these fixtures replace the stack's for this module --------------------------
+
+
+@pytest.fixture(params=["rest", "postgres"])
+def sink(request: pytest.FixtureRequest) -> str:
+    """Which sink the test's handler and processes use."""
+    return str(request.param)
+
+
+@pytest.fixture
+def gateway_faults(gateway_faults: Gateway, sink: str, request: pytest.FixtureRequest) -> Any:
+    """The backend a test stops or slows: the gateway, or PgBouncer behind its FaultLink."""
+    return gateway_faults if sink == "rest" else request.getfixturevalue("direct_faults")
+
+
+@pytest.fixture
+def make_handler(make_handler: Callable[..., SupabaseHandler], sink: str,
+                 request: pytest.FixtureRequest) -> Callable[..., SupabaseHandler]:  # fmt: skip
+    """A handler on the session backend (or on ``gw``), writing through the test's sink."""
+    if sink == "rest":
+        return make_handler
+    session = request.getfixturevalue("direct_faults")
+
+    def factory(gw: Any = None, **settings: Any) -> SupabaseHandler:
+        for name, value in (gw or session).settings.items():
+            settings.setdefault(name, value)
+        return make_handler(None, url=None, key=None, **settings)
+
+    return factory
+
+
+@pytest.fixture
+def supabase_env(supabase_env: dict[str, str], sink: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """Environment for a process that writes to the session database through the test's sink."""
+    return supabase_env if sink == "rest" else request.getfixturevalue("direct_faults").env
+
+
+@pytest.fixture
+def fresh_gateway(fresh_gateway: Callable[..., FreshStack], sink: str, pgbouncer: Any) -> Any:
+    """A fresh database behind the gateway, or behind PgBouncer and its own FaultLink."""
+    if sink == "rest":
+        yield fresh_gateway
+        return
+    made: list[DirectBackend] = []
+
+    def factory(**kwargs: Any) -> FreshStack:
+        _, fdb = fresh_gateway(**kwargs)
+        made.append(DirectBackend(pgbouncer, fdb.name))
+        return FreshStack(made[-1], fdb)  # type: ignore[arg-type]
+
+    yield factory
+    for backend in made:
+        backend.start()
+        backend.close()
+
+
+@pytest.fixture
+def external_gateway(sink: str, request: pytest.FixtureRequest, pgbouncer: Any) -> Any:
+    """A fresh database served from another process: the gateway's, or PgBouncer (already one)."""
+    if sink == "rest":
+        yield request.getfixturevalue("external_gateway")
+        return
+    _, fdb = request.getfixturevalue("fresh_gateway")()
+    backend = DirectBackend(pgbouncer, fdb.name)
+    yield backend, fdb
+    backend.start()
+    backend.close()
+
+
+def _backend_env(gw: Any) -> dict[str, str]:
+    """What a process needs to write through ``gw``."""
+    if isinstance(gw, DirectBackend):
+        return gw.env
+    return {"SUPABASE_URL": gw.url, "SUPABASE_SERVICE_ROLE_KEY": gw.service_key}
+
+
+def _first_write(gw: Any, table: str) -> tuple[int, bool]:
+    """(rows, refused) of the first write to ``table`` as the backend saw it."""
+    if isinstance(gw, DirectBackend):
+        first = gw.writes(table)[0]
+        return first.rows, first.sqlstate is not None
+    posts = [r for r in gw.requests if r.method == "POST" and r.path.endswith(f"/{table}")]
+    return posts[0].rows, posts[0].status == 400
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def _count(db: Db, run_id: str) -> tuple[int, int]:
@@ -164,8 +259,7 @@ def test_sigkill_with_disk_durability_loses_nothing_the_worker_took(
     gw, kdb = fresh_gateway()
     spool = tmp_path / "spool"
     env = {
-        "SUPABASE_URL": gw.url,
-        "SUPABASE_SERVICE_ROLE_KEY": gw.service_key,
+        **_backend_env(gw),
         "SUPABASE_LOG_SPOOL": str(spool),
         "SUPABASE_LOG_DURABILITY": "disk",
         "SUPABASE_LOG_MAX_BATCH_ROWS": "200",
@@ -228,8 +322,7 @@ def test_one_bad_row_in_a_1000_row_batch_is_isolated_and_dead_lettered(
     assert handler.flush(60)
     assert bdb.fetchval("select count(*) from logs where run_id = %s", (run.id,)) == 999
     assert bdb.fetchval("select count(*) from logs where message = 'poison'") == 0
-    posts = [r for r in gw.requests if r.method == "POST" and r.path.endswith("/logs")]
-    assert posts[0].rows == 1000 and posts[0].status == 400
+    assert _first_write(gw, "logs") == (1000, True)
     dead = read_dead_letters(tmp_path / "spool")
     assert len(dead) == 1 and dead[0]["row"]["message"] == "poison" and dead[0]["code"] == "23514"
     assert handler.stats()["dead_lettered"] == 1

@@ -13,29 +13,39 @@ from typing import Any
 import pytest
 from conftest import start_script, wait_until
 from stack.fixtures import Db
+from stack.pgbouncer import DirectBackend, PgBouncer
 
 from supabase_log_handler import SupabaseHandler, start_run
 
 
+@pytest.mark.parametrize("sink", ["rest", "postgres"])
 def test_metrics_set_during_a_run_show_within_one_heartbeat(
-    db: Db, make_handler: Callable[..., SupabaseHandler], attach: Callable[..., logging.Logger]
-) -> None:
-    """run.add() is visible in the run's row within a heartbeat interval, with heartbeat_at."""
-    handler = make_handler(heartbeat_interval_s=0.2, flush_interval_s=0.05)
-    log = attach(handler)
-    with start_run("beating") as run:
-        log.info("start")
-        run.add(records_fetched=7)
-        wait_until(
-            lambda: db.fetchval("select records_fetched from runs where id = %s", (run.id,)) == 7,
-            30, "the heartbeat to carry the metric")  # fmt: skip
-        beat = db.fetchval("select heartbeat_at from runs where id = %s", (run.id,))
-        status = db.fetchval("select status from runs where id = %s", (run.id,))
-        assert beat is not None and status == "running"
-        meta = db.fetchval("select metadata from runs where id = %s", (run.id,))
-        assert meta["heartbeat_interval_s"] == 0.2
-    assert handler.flush(10)
-    assert db.fetchval("select status from runs where id = %s", (run.id,)) == "success"
+    sink: str, db: Db, make_handler: Callable[..., SupabaseHandler],
+    attach: Callable[..., logging.Logger], pgbouncer: PgBouncer,
+) -> None:  # fmt: skip
+    """run.add() is visible in the run's row within a heartbeat interval, with heartbeat_at,
+    through the REST gateway and through the direct sink."""
+    backend = DirectBackend(pgbouncer, db.name) if sink == "postgres" else None
+    direct = backend.settings if backend is not None else {}
+    try:
+        handler = make_handler(heartbeat_interval_s=0.2, flush_interval_s=0.05, **direct)
+        log = attach(handler)
+        with start_run("beating") as run:
+            log.info("start")
+            run.add(records_fetched=7)
+            wait_until(
+                lambda: db.fetchval("select records_fetched from runs where id = %s", (run.id,)) == 7,
+                30, "the heartbeat to carry the metric")  # fmt: skip
+            beat = db.fetchval("select heartbeat_at from runs where id = %s", (run.id,))
+            status = db.fetchval("select status from runs where id = %s", (run.id,))
+            assert beat is not None and status == "running"
+            meta = db.fetchval("select metadata from runs where id = %s", (run.id,))
+            assert meta["heartbeat_interval_s"] == 0.2
+        assert handler.flush(10)
+        assert db.fetchval("select status from runs where id = %s", (run.id,)) == "success"
+    finally:
+        if backend is not None:
+            backend.close()
 
 
 def test_on_the_seeds_schema_heartbeats_stop_quietly(

@@ -9,6 +9,10 @@ made healthy, ``supabase-log push`` replays the spool, and PostgreSQL must hold
 every record exactly once, the run its final status, and the spool nothing;
 where the process could report, its ledger must add up, with nothing left in
 memory.
+
+A fourth dimension, the sink, is in the same pairwise covering: ``rest`` (the
+gateway) or ``postgres`` (the direct sink: COPY through PgBouncer in transaction
+mode, stopped, slowed or flapping the same way behind its FaultLink).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import pytest
 from conftest import ROOT, SCRIPTS, assert_identity
 from stack.fixtures import Db
 from stack.gateway import Gateway
+from stack.pgbouncer import DirectBackend
 
 from supabase_log_handler.spool_files import pending_entries
 
@@ -36,6 +41,7 @@ BACKENDS = ("up", "down", "slow", "flapping")
 ENDINGS = ("script_ends", "sys_exit", "uncaught", "close", "logging_shutdown",
            "sigterm_app_handler", "sigterm_default", "sigkill_disk")  # fmt: skip
 SHAPES = ("main", "threads8", "fork_pool_logged", "fork_pool_silent", "spawn_pool")
+SINKS = ("rest", "postgres")  # the REST gateway, or the direct sink through PgBouncer
 EXTRA_ROWS = {"sys_exit": 1, "uncaught": 1, "close": 1, "logging_shutdown": 1}
 STATUS = {
     "script_ends": ("success", None),
@@ -75,30 +81,36 @@ def pairwise(*dims: tuple[str, ...]) -> list[tuple[str, ...]]:
 
 
 CASES = (
-    list(itertools.product(BACKENDS, ENDINGS, SHAPES))
+    list(itertools.product(BACKENDS, ENDINGS, SHAPES, SINKS))
     if os.environ.get("SUPABASE_LOG_FULL_MATRIX")
-    else pairwise(BACKENDS, ENDINGS, SHAPES)
+    else pairwise(BACKENDS, ENDINGS, SHAPES, SINKS)
 )
 
 
 @pytest.fixture
-def backend(gateway_faults: Gateway, request: pytest.FixtureRequest) -> Iterator[str]:
+def target(sink: str, gateway_faults: Gateway, request: pytest.FixtureRequest) -> Any:
+    """What the case's backend state applies to: the gateway, or PgBouncer behind its FaultLink."""
+    return gateway_faults if sink == "rest" else request.getfixturevalue("direct_faults")
+
+
+@pytest.fixture
+def backend(target: Any, request: pytest.FixtureRequest) -> Iterator[str]:
     """Put the session gateway in the case's state; a flapping one toggles until the case ends."""
     state: str = request.param
     stop = threading.Event()
     flapper: threading.Thread | None = None
     if state == "down":
-        gateway_faults.stop()
+        target.stop()
     elif state == "slow":
-        gateway_faults.delay_response_s = 1.0
+        target.delay_response_s = 1.0
     elif state == "flapping":
 
         def flap() -> None:
             while not stop.wait(0.25):
-                gateway_faults.stop()
+                target.stop()
                 if stop.wait(0.25):
                     break
-                gateway_faults.start()
+                target.start()
 
         flapper = threading.Thread(target=flap, daemon=True)
         flapper.start()
@@ -106,15 +118,17 @@ def backend(gateway_faults: Gateway, request: pytest.FixtureRequest) -> Iterator
     stop.set()
     if flapper is not None:
         flapper.join(10)
-    gateway_faults.clear_faults()
-    gateway_faults.start()
+    target.clear_faults()
+    target.start()
 
 
-def _env(gateway: Gateway, spool: Path, ending: str) -> dict[str, str]:
+def _env(gateway: Any, spool: Path, ending: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
+    if isinstance(gateway, DirectBackend):
+        env.update(gateway.env)
+    else:
+        env.update(SUPABASE_URL=gateway.url, SUPABASE_SERVICE_ROLE_KEY=gateway.service_key)
     env.update(
-        SUPABASE_URL=gateway.url,
-        SUPABASE_SERVICE_ROLE_KEY=gateway.service_key,
         SUPABASE_LOG_SPOOL=str(spool),
         SUPABASE_LOG_SHUTDOWN_TIMEOUT_S="2",
         SUPABASE_LOG_FLUSH_INTERVAL_S="0.1",
@@ -173,18 +187,18 @@ EXPECTED_CODE = {"sys_exit": 3, "uncaught": 1, "sigterm_default": -signal.SIGTER
 
 @pytest.mark.process
 @pytest.mark.parametrize(
-    ("backend", "ending", "shape"),
+    ("backend", "ending", "shape", "sink"),
     CASES,
     indirect=["backend"],
     ids=["-".join(c) for c in CASES],
 )
 def test_every_record_ends_in_postgresql_exactly_once(
-    backend: str, ending: str, shape: str, gateway_faults: Gateway, db: Db, tmp_path: Path
+    backend: str, ending: str, shape: str, sink: str, target: Any, db: Db, tmp_path: Path
 ) -> None:
     """Whatever the backend did and however the process ended, after replay every record is stored once."""
     spool = tmp_path / "spool"
     tag = f"m{uuid.uuid4().hex[:10]}"
-    env = _env(gateway_faults, spool, ending)
+    env = _env(target, spool, ending)
     lines, err, code = _run_case(env, shape, ending, tag)
     assert code == EXPECTED_CODE.get(ending, 0), err
     head = next(r for r in lines if "run_id" in r)
@@ -197,8 +211,8 @@ def test_every_record_ends_in_postgresql_exactly_once(
         assert stats["dropped_total"] == 0, stats
 
     # The backend is healthy again; a later process replays what was spooled.
-    gateway_faults.clear_faults()
-    gateway_faults.start()
+    target.clear_faults()
+    target.start()
     push = subprocess.run(
         [sys.executable, "-m", "supabase_log_handler", "push", "--json"],
         env={**env, "SUPABASE_LOG_REQUEST_TIMEOUT_S": "10", "SUPABASE_LOG_RETRY_DEADLINE_S": "15"},

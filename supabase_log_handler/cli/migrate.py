@@ -12,7 +12,9 @@ migration, recorded or not (each is written to be applied again: grants,
 policies, functions and missing columns come back). After either, the access
 the handler needs is checked (``access.py``) and what is still wrong is named.
 ``--print`` writes the same SQL, history rows included, for the dashboard's SQL
-editor.
+editor. ``--partitioned`` adds the opt-in migrations of ``migrations/partitioned/``
+(``logs`` and ``integration_logs`` partitioned by month, docs/scale.md), which are
+never applied otherwise.
 """
 
 from __future__ import annotations
@@ -79,6 +81,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument(
         "--dir", help="apply the migrations in this directory instead of the shipped ones"
     )
+    p.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="also partition logs and integration_logs by month (opt-in; converts existing "
+        "tables, keeping their rows: see docs/scale.md)",
+    )
     p.set_defaults(func=cmd_migrate)
 
 
@@ -90,6 +98,11 @@ def migrations_dir() -> Path:
     if checkout.is_dir():
         return checkout
     raise CommandError(f"no migrations found (looked in {shipped} and {checkout})")
+
+
+def partitioned_migrations() -> list[Migration]:
+    """The opt-in migrations that partition the log tables (``migrations/partitioned/``)."""
+    return load_migrations(migrations_dir() / "partitioned")
 
 
 def load_migrations(directory: Path | None = None) -> list[Migration]:
@@ -258,6 +271,8 @@ def apply(
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     migrations = load_migrations(Path(args.dir) if args.dir else None)
+    if getattr(args, "partitioned", False):
+        migrations += partitioned_migrations()
     if args.print_sql:
         sys.stdout.write(printable_sql(migrations))
         sys.stdout.flush()

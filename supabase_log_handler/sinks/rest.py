@@ -6,7 +6,10 @@ Requests are the ones the official ``supabase`` client sends for the same calls
 ``Authorization`` headers, ``Accept-Profile``/``Content-Profile`` and ``Prefer``;
 a test compares them with what the client itself sends. Building them here
 spares every job the import of the whole client (most of a second) and lets the
-body be the rows' JSON exactly as they were encoded once by the worker.
+body be the rows' JSON exactly as they were encoded once by the worker. A
+table partitioned by ``migrate --partitioned`` has the key ``(id, timestamp)``
+(``(id, created_at)`` for calls): its first write answers 42P10, and from then on
+the sink names that key as ``on_conflict``.
 
 httpx is imported on first use, on the thread that uses it. Every failure is
 mapped to the project's error kinds by ``classify.py``. ``transport_factory``
@@ -83,6 +86,7 @@ class SupabaseSink(DictRows):
         self._timeout_s = request_timeout_s
         self._service_key = service_key
         self._http: Any = None
+        self._conflict: dict[str, str] = {}  # table -> on_conflict, when not "id" (partitioned)
 
     def _client(self) -> Any:
         if self._http is None:
@@ -163,14 +167,24 @@ class SupabaseSink(DictRows):
         if not rows:
             return
         resolution = "merge-duplicates" if merge else "ignore-duplicates"
-        self._request(
-            "POST",
-            f"/{table}",
-            params=[("on_conflict", "id"), ("columns", quote_columns(columns))],
-            content=b"[" + b",".join(rows) + b"]",
-            prefer=f"return=minimal,resolution={resolution}",
-            timeout_s=timeout_s,
-        )
+        content = b"[" + b",".join(rows) + b"]"
+        for attempt in range(2):
+            key = self._conflict.get(table, "id")
+            try:
+                self._request(
+                    "POST",
+                    f"/{table}",
+                    params=[("on_conflict", key), ("columns", quote_columns(columns))],
+                    content=content,
+                    prefer=f"return=minimal,resolution={resolution}",
+                    timeout_s=timeout_s,
+                )
+                return
+            except DeliveryError as exc:
+                wider = _partitioned_key(columns)
+                if exc.code != "42P10" or attempt or key != "id" or wider is None:
+                    raise
+                self._conflict[table] = wider  # a partitioned table: its key has the time too
 
     def update(
         self,
@@ -253,3 +267,12 @@ def _quote(value: Any) -> str:
     if any(ch in text for ch in ',()"\\ ') or text == "":
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
+
+
+def _partitioned_key(columns: Sequence[str]) -> str | None:
+    """The key of this project's partitioned tables (``migrate --partitioned``): the id and
+    the partition column, ``timestamp`` for logs and ``created_at`` for calls."""
+    for time_column in ("timestamp", "created_at"):
+        if time_column in columns:
+            return f"id,{time_column}"
+    return None

@@ -208,8 +208,23 @@ def recovered_without_alerts(db: WatchDb, report: CheckReport) -> None:
                 job.recovered = True
 
 
+def ensure_partitions(db: WatchDb, report: CheckReport) -> None:
+    """Partitioned log tables (``migrate --partitioned``): make next months' partitions now."""
+    from ..errors import DeliveryError
+
+    try:
+        made = db.rpc("ensure_log_partitions", {})
+    except DeliveryError as exc:
+        if exc.code in ("PGRST202", "42883") or exc.status == 404:
+            return  # the tables are not partitioned: nothing to make
+        raise
+    if made:
+        report.notes.append(f"partitions created: {', '.join(made)}")
+
+
 def run_check(db: WatchDb, channels: dict[str, Channel], opts: CheckOptions) -> CheckReport:
     report = CheckReport(now=opts.now)
+    ensure_partitions(db, report)
     evaluate_all(db, opts, report)
     if opts.alerts:
         alert(db, channels, opts, report)

@@ -10,6 +10,9 @@ Function scope: ``gateway_faults`` (the session gateway, restored afterwards:
 started, undelayed, no pending ``fail_next``), ``fresh_gateway`` (factory for a
 new database + gateway, torn down after the test) and ``supabase_env``
 (SUPABASE_URL / SUPABASE_SERVICE_ROLE_KEY for subprocesses).
+The direct sink's side (``stack/pgbouncer.py``): ``pgbouncer`` (session: PgBouncer in
+transaction mode in front of the cluster) and ``direct_faults`` (function: the session
+database through it and a FaultLink, restored afterwards).
 Module scope: ``cron_db`` (a database on a second cluster that preloads pg_cron,
 bootstrapped, without migrations or the extension yet).
 """
@@ -24,6 +27,7 @@ import psycopg
 import pytest
 
 from stack.gateway import Gateway
+from stack.pgbouncer import direct_faults, pgbouncer
 from stack.postgres import Params, PgCluster
 
 __all__ = [
@@ -33,10 +37,12 @@ __all__ = [
     "cron_db",
     "database",
     "db",
+    "direct_faults",
     "fresh_gateway",
     "gateway",
     "gateway_faults",
     "pg_cluster",
+    "pgbouncer",
     "supabase_env",
 ]
 

@@ -78,6 +78,7 @@ class RequestRecord(NamedTuple):
     path: str
     rows: int
     status: int
+    on_conflict: str | None = None
 
 
 class ApiError(Exception):
@@ -176,6 +177,7 @@ class Relation:
     columns: dict[str, Column]
     pk: tuple[str, ...]
     key: str = ""  # the catalog's description it was built from: equal keys, equal relations
+    partitioned: bool = False  # xmax cannot be read from one in an upsert's RETURNING
 
     @property
     def ident(self) -> sql.Identifier:
@@ -192,7 +194,8 @@ class Relation:
             ) from None
 
 
-# The relation as one JSON text: [[name, type, default expression, in primary key], ...]
+# The relation as one JSON text: [[name, type, default expression, in primary key,
+# partitioned table], ...]
 # in column order, or NULL when there is no such table or view.
 _RELATION_JSON_SQL = """
 select json_agg(json_build_array(
@@ -204,7 +207,8 @@ select json_agg(json_build_array(
            when a.attidentity <> '' then
              format('nextval(pg_get_serial_sequence(%L, %L))', c.oid::regclass::text, a.attname)
          end,
-         coalesce(a.attnum = any(pk.conkey), false)) order by a.attnum)::text
+         coalesce(a.attnum = any(pk.conkey), false),
+         c.relkind = 'p') order by a.attnum)::text
 from pg_class c
 join pg_namespace n on n.oid = c.relnamespace
 join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
@@ -260,7 +264,7 @@ def relation_from_json(schema: str, name: str, text: str) -> Relation:
         rows = json.loads(text)
         columns = {r[0]: Column(r[0], r[1], r[2]) for r in rows}
         pk = tuple(r[0] for r in rows if r[3])
-        rel = Relation(schema, name, columns, pk, text)
+        rel = Relation(schema, name, columns, pk, text, any(r[4] for r in rows))
         with _relations_lock:
             if len(_relations) >= _RELATIONS_CACHED:
                 _relations.clear()
@@ -925,7 +929,7 @@ class _Api:
     ) -> bytes:
         inserted_expr = (
             sql.SQL(", ({}.xmax = 0) AS _pgrst_inserted").format(sql.Identifier(rel.name))
-            if count_inserted
+            if count_inserted and not rel.partitioned
             else sql.SQL(", TRUE AS _pgrst_inserted")
         )
         returning: sql.Composable
@@ -1401,11 +1405,13 @@ class _Handler(BaseHTTPRequestHandler):
             # stop() ends the hold: the connection is then dropped unanswered (status 0).
             if delay > 0 and method in WRITE_METHODS and self.server.stopped.wait(delay):
                 rows = reply.rows if reply.rows is not None else request.body_rows()
-                gateway._record(RequestRecord(method, request.path, rows, 0))
+                gateway._record(RequestRecord(method, request.path, rows, 0, request.param("on_conflict")))
                 self.close_connection = True
                 return
         rows = reply.rows if reply.rows is not None else request.body_rows()
-        gateway._record(RequestRecord(method, request.path, rows, reply.status))
+        gateway._record(
+            RequestRecord(method, request.path, rows, reply.status, request.param("on_conflict"))
+        )
         self._send(reply, head_only=method == "HEAD")
 
     def _send(self, reply: Reply, *, head_only: bool) -> None:
