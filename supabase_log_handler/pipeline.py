@@ -256,6 +256,8 @@ class Pipeline:
                 with self._ending:
                     self._running -= 1
                     last = self._running == 0
+                    # Its ident may be given to a job's thread next: that one's records are not ours.
+                    self.thread_ids = self.thread_ids - {threading.get_ident()}
                 if last and self.closed:
                     self._release()
 
@@ -383,7 +385,8 @@ class Pipeline:
 
         if lifecycle.exiting():
             self.final = True
-            self._release()
+        if lifecycle.exiting() or not any(t.is_alive() for t in self.threads):
+            self._release()  # let go of the spool: another process, or push, may replay it
         return done
 
     def _seize_and_spool(self) -> None:

@@ -75,7 +75,9 @@ def encode(row: dict[str, Any]) -> bytes:
     """A row as compact UTF-8 JSON (orjson when installed, else the standard library)."""
     if _orjson_dumps is not None:
         try:
-            return _orjson_dumps(row)  # type: ignore[no-any-return]
+            # orjson 3.11+ leaves its output in a buffer several times its length (4 KiB for
+            # a short row): the copy is what the queue's and the spool's byte counts assume.
+            return bytes(memoryview(_orjson_dumps(row)))
         except (TypeError, ValueError):  # e.g. an int beyond 64 bits: the stdlib can
             pass
     return _encode_str(row).encode("utf-8")

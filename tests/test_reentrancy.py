@@ -115,3 +115,41 @@ def test_del_gc_callbacks_and_other_handlers_may_log_from_inside_logging(
     assert plain == 200
     assert counts["echo"] == plain + counts["from __del__"] + counts["from a gc callback"]
     assert json.dumps(stats["dropped"]) == "{}"
+
+
+def test_a_job_thread_that_reuses_an_ended_worker_thread_id_is_not_taken_for_the_handler(
+    make_handler: Callable[..., SupabaseHandler], attach: Callable[..., logging.Logger]
+) -> None:
+    """Thread ids are reused once a thread ends: after close, a job thread given the id of the
+    handler's old worker logs like any other (kept, not dropped as the handler's own)."""
+    import threading
+
+    handler = make_handler()
+    log = attach(handler)
+    log.info("start")
+    assert handler.flush(10)
+    idents = set(handler._pipeline.thread_ids)
+    threads = list(handler._pipeline.threads)
+    assert len(idents) == len(threads) > 0
+    handler.close(10)
+    for t in threads:
+        t.join(10)
+        assert not t.is_alive()
+    reused = []
+
+    def job() -> None:
+        if threading.get_ident() in idents:
+            reused.append(threading.get_ident())
+            log.info("from a reused thread id")
+
+    for _ in range(200):  # glibc hands a freed thread's id to the next thread at once
+        t = threading.Thread(target=job)
+        t.start()
+        t.join(10)
+        if reused:
+            break
+    assert reused, "no thread id was reused here"
+    stats = handler.stats()
+    assert_identity(stats)
+    assert stats["dropped_total"] == 0, stats["dropped"]
+    assert stats["by_table"]["logs"]["accepted"] == 2

@@ -17,6 +17,7 @@ from supabase_log_handler._redact import MASK, Redactor
 from supabase_log_handler.rows import (
     RowBuilder,
     Snapshot,
+    encode,
     iso_timestamp,
     map_level,
     sanitise_row,
@@ -464,3 +465,19 @@ def test_fast_path_masks_sensitive_keys_and_secret_text() -> None:
     text = entry[6].decode()
     assert "hunter2" not in text and jwt not in text and text.count(MASK) >= 3
     assert make_builder()._fast(snapshot.log_item(1, record, "r", None)) is not None  # the fast one
+
+
+@pytest.mark.parametrize("size", [10, 5_000, 200_000])
+def test_an_encoded_row_takes_the_memory_its_length_says(size: int) -> None:
+    """The queue and the spool count a row by its length: encode() must not hand back a
+    buffer several times larger (as orjson 3.11+ does for its own output)."""
+    import tracemalloc
+
+    row = {"message": "m", "meta": {"blob": "x" * size}}
+    tracemalloc.start()
+    try:
+        payload = encode(row)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held <= sys.getsizeof(payload) + 256, (held, len(payload))

@@ -92,8 +92,7 @@ class SupabaseSink(DictRows):
         if self._http is None:
             import httpx
 
-            quiet_client_loggers()
-            self._http = httpx.Client(
+            client = httpx.Client(
                 base_url=self._base,
                 headers={
                     "apikey": self._key,
@@ -105,6 +104,8 @@ class SupabaseSink(DictRows):
                 timeout=httpx.Timeout(self._timeout_s, connect=min(self._timeout_s, 5.0)),
                 transport=transport_factory() if transport_factory is not None else None,
             )
+            quiet_client_loggers()  # after the client: its transport imports httpcore (httpx 0.28)
+            self._http = client
         return self._http
 
     def prepare(self) -> None:
