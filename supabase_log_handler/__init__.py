@@ -26,7 +26,8 @@ from .errors import (
     SupabaseLogHandlerError,
     TransientError,
 )
-from .handler import SupabaseHandler, install
+from .handler import SupabaseHandler
+from .installer import install
 from .integrations import Call, call_before_sleep, current_call, record_call
 from .integrations_http import instrument_httpx, instrument_requests
 from .pools import join_run, pool_options

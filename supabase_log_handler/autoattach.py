@@ -30,7 +30,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from . import context, runs
+from . import context, pools, runs
 from .handler import SupabaseHandler, _default_level
 
 _handler: SupabaseHandler | None = None
@@ -59,7 +59,7 @@ def attach() -> SupabaseHandler | None:
     handler = SupabaseHandler(level=_capture_level)
     handler._local_note_given = True  # the wrapper already said where the local store is
     handler.addFilter(_NotHandledElsewhere(handler))
-    runs.joined_run_from_env()  # current from the start, so an early uncaught exception is logged
+    pools.joined_run_from_env()  # current from the start, so an early uncaught exception is logged
     _handler, _fallback, _pid = handler, _LastResortStandIn(), os.getpid()
     root = logging.getLogger()
     _script_level = root.level

@@ -30,7 +30,7 @@ def targets(handler: SupabaseHandler | None) -> list[SupabaseHandler]:
         return live
     if every:
         return every
-    from .handler import install
+    from .installer import install
 
     return [install()]
 

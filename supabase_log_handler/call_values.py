@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from . import _jsonsafe
-from .rows import fit_text
+from ._jsonsafe import fit_text
 
 MAX_TEXT_CHARS = 2000  # error_message, and service/action/code names at 200
 ENTITY_NAMESPACE = uuid.UUID("5b1e0c9a-7f3d-4c8e-9a61-2d4f8b0e6c13")
@@ -154,3 +154,17 @@ def text_of(text: str) -> str:
 
 def clamp_int(value: int) -> int:
     return max(0, min(int(value), _INT_MAX))
+
+
+def prepared_payload(
+    cache: dict[Any, Any], which: str, value: Any, redactor: Any, max_bytes: int
+) -> Any:
+    """``value`` masked by ``redactor`` and capped, made once per (payload, redactor) in ``cache``."""
+    if value is None:
+        return None
+    key = (which, id(redactor))
+    prepared = cache.get(key, cache)  # the cache itself stands for "not made yet"
+    if prepared is cache:
+        masked = redactor.value(value) if redactor is not None else value
+        prepared = cache[key] = cap_payload(masked, max_bytes)
+    return prepared

@@ -115,6 +115,12 @@ class Settings(NamedTuple):
     def resolved_spool_path(self) -> Path:
         return Path(self.spool_path) if self.spool_path else data_dir() / "spool"
 
+    def table(self, key: str) -> str:
+        """The configured table for a logical name ("runs", "logs", "integration_logs")."""
+        names = {"runs": self.runs_table, "logs": self.logs_table,
+                 "integration_logs": self.integration_logs_table}  # fmt: skip
+        return names.get(key, key)
+
     @property
     def destination(self) -> str:
         """Where rows go, as the spool labels its entries: never mixed between projects."""

@@ -28,7 +28,8 @@ from typing import Any, NamedTuple
 
 from .errors import DataError, DeliveryError, SetupError, TransientError
 from .retry import Breaker, call_with_retry
-from .rows import ALIVE, E_ID, E_MERGE, E_PAYLOAD, E_RUN, E_TABLE, INSERT, MERGE, Entry, sanitise
+from .rows import ALIVE, E_ID, E_MERGE, E_PAYLOAD, E_RUN, E_TABLE, INSERT, MERGE, Entry
+from .sanitise import sanitise
 from .sinks import LOG_COLUMNS, Sink
 
 ENSURED_RUNS_KEPT = 4096

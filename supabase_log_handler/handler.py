@@ -17,12 +17,11 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import sys
 import threading
 import time
 from typing import Any
 
-from . import context, lifecycle, runs, snapshot
+from . import context, lifecycle, pools, runs, snapshot
 from ._redact import Redactor
 from .config import (
     FIELDS,
@@ -231,7 +230,7 @@ class SupabaseHandler(logging.Handler):
             )
 
     def _implicit_run(self) -> runs.Run | None:
-        joined = runs.joined_run_from_env()
+        joined = pools.joined_run_from_env()
         if joined is not None:
             return joined
         if not self.settings.implicit_run:
@@ -395,31 +394,4 @@ def _attached(handler: logging.Handler) -> bool:
     return False
 
 
-def install(
-    level: int | str = logging.INFO, *, console: bool = True, **settings: Any
-) -> SupabaseHandler:
-    """Attach a SupabaseHandler to the root logger (once) and return it.
-
-    With ``console`` and no other root handler, a plain stderr handler is added as
-    well so the job's output still shows. The root level is lowered to ``level``
-    if it is higher.
-    """
-    root = logging.getLogger()
-    for existing in root.handlers:
-        if isinstance(existing, SupabaseHandler) and not existing.closed:
-            return existing
-    handler = SupabaseHandler(**settings)
-    if console and not root.handlers:
-        stream = logging.StreamHandler(sys.stderr)
-        stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(stream)
-    root.addHandler(handler)
-    numeric = logging.getLevelName(level) if isinstance(level, str) else level
-    if isinstance(numeric, int) and handler.level != logging.NOTSET:
-        numeric = min(numeric, handler.level)  # SUPABASE_LOG_LEVEL=DEBUG / DEBUG=true
-    if isinstance(numeric, int) and (root.level == logging.NOTSET or root.level > numeric):
-        root.setLevel(numeric)
-    return handler
-
-
-__all__ = ["FIELDS", "SupabaseHandler", "install"]
+__all__ = ["FIELDS", "SupabaseHandler"]

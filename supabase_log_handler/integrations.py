@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import _jsonsafe, call_route, runs
 from ._ids import new_id
 from .call_values import (
-    cap_payload,
     clamp_int,
     code_of,
     describe_error,
@@ -41,6 +40,7 @@ from .call_values import (
     http_payload,
     http_status,
     name_of,
+    prepared_payload,
     reason_of,
 )
 from .local_integration import CALL_COLUMNS
@@ -365,8 +365,10 @@ class Call:
             "status": self.status,
             "related_entity_type": self.entity_type,
             "related_entity_id": self.entity_id,
-            "request_payload": self._payload("request", self._request, redactor),
-            "response_payload": self._payload("response", self._response, redactor),
+            "request_payload": prepared_payload(
+                self._prepared, "request", self._request, redactor, self.max_payload_bytes),
+            "response_payload": prepared_payload(
+                self._prepared, "response", self._response, redactor, self.max_payload_bytes),
             "error_message": None if self.error_message is None else mask(self.error_message),
             "error_code": None if self.error_code is None else mask(self.error_code),
             "duration_ms": self.duration_ms,
@@ -376,17 +378,6 @@ class Call:
             "run_id": self.run_id,
         }
         return {c: values[c] for c in CALL_COLUMNS}
-
-    def _payload(self, which: str, value: Any, redactor: Redactor | None) -> Any:
-        if value is None:
-            return None
-        key = (which, id(redactor))
-        prepared = self._prepared.get(key, _UNSET)
-        if prepared is _UNSET:
-            masked = redactor.value(value) if redactor is not None else value
-            prepared = cap_payload(masked, self.max_payload_bytes)
-            self._prepared[key] = prepared
-        return prepared
 
     def _submit(self, *, merge: bool) -> None:
         call_route.submit(self._targets, TABLE_KEY, self.row, merge=merge, what=self.service)

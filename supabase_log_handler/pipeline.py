@@ -26,6 +26,7 @@ from typing import Any
 
 from . import context
 from ._redact import Redactor
+from ._threads import holds_logging_lock, without_signals
 from .config import Settings
 from .delivery import Deliverer
 from .diagnostics import Diagnostics
@@ -34,43 +35,11 @@ from .queue import Intake, Item
 from .retry import Breaker
 from .rows import RowBuilder
 from .sender import Sender
-from .sinks import Sink
+from .sinks import Sink, make_sink
 from .spool import Spool
 from .worker import Worker
 
 FOREIGN_REPLAY_AT_EXIT_S = 1.0  # at most this much of a clean exit goes to others' leftovers
-
-
-def make_sink(settings: Settings) -> Sink:
-    """The sink the settings ask for (Supabase when a URL is set, else the local store;
-    PostgreSQL directly with ``sink="postgres"``)."""
-    if settings.uses_postgres:
-        from .sinks.postgres import PostgresSink
-
-        assert settings.db_url is not None
-        return PostgresSink(
-            settings.db_url, schema=settings.schema, request_timeout_s=settings.request_timeout_s
-        )
-    if settings.uses_supabase:
-        from .config import key_role
-        from .sinks.rest import SupabaseSink
-
-        assert settings.url is not None and settings.key is not None
-        return SupabaseSink(
-            settings.url,
-            settings.key,
-            schema=settings.schema,
-            request_timeout_s=settings.request_timeout_s,
-            service_key=key_role(settings.key) in ("service_role", None),
-        )
-    from .sinks.local import LocalSink
-
-    return LocalSink(
-        settings.resolved_local_path,
-        runs_table=settings.runs_table,
-        logs_table=settings.logs_table,
-        integration_logs_table=settings.integration_logs_table,
-    )
 
 
 class Pipeline:
@@ -140,7 +109,7 @@ class Pipeline:
             builder=self.builder,
             sender=self.sender,
             diagnostics=self.diag,
-            tables=self.table,
+            tables=s.table,
             flush_interval_s=s.flush_interval_s,
             max_batch_rows=s.max_batch_rows,
             max_batch_bytes=s.max_batch_bytes,
@@ -165,16 +134,6 @@ class Pipeline:
         self.final = False  # the process's last drain is over: later records are counted lost
 
     # -- helpers -------------------------------------------------------------------------
-    def table(self, key: str) -> str:
-        """The configured table for a logical name ("runs", "logs", or another table)."""
-        if key == "runs":
-            return self.settings.runs_table
-        if key == "logs":
-            return self.settings.logs_table
-        if key == "integration_logs":
-            return self.settings.integration_logs_table
-        return key
-
     def run_row(self, run_id: str) -> bytes | None:
         """The encoded row that creates run ``run_id`` (what the foreign key needs), if known."""
         known = self.open_rows.get(run_id)
@@ -183,7 +142,7 @@ class Pipeline:
         row = context.open_row(run_id)
         if row is None:
             return None
-        from .rows import encode
+        from ._jsonsafe import encode
 
         return encode(self.redact_run(row))
 
@@ -204,7 +163,7 @@ class Pipeline:
 
     def _assisted_entry(self, item: Item) -> tuple[Any, ...]:
         """A caller's own row, encoded and framed for the spool (CPU only, no I/O)."""
-        from .spool import frame_of
+        from .spool_frames import frame_of
 
         entry = self.builder.entry(item)
         return (*entry, frame_of(entry))
@@ -229,9 +188,9 @@ class Pipeline:
                 return self.started
             self._running = 2
             threads = [
-                threading.Thread(target=_without_signals(self._thread(self.worker.run)),
+                threading.Thread(target=without_signals(self._thread(self.worker.run)),
                                  name="supabase-log-worker", daemon=True),
-                threading.Thread(target=_without_signals(self._thread(self.sender.run)),
+                threading.Thread(target=without_signals(self._thread(self.sender.run)),
                                  name="supabase-log-sender", daemon=True),
             ]  # fmt: skip
             try:
@@ -282,7 +241,7 @@ class Pipeline:
             return False  # the worker cannot wait for itself
         if not self.alive():
             return self.drain_inline(deadline, target)
-        if _holds_logging_lock() and not self.sender.ready.is_set():
+        if holds_logging_lock() and not self.sender.ready.is_set():
             # The sender is importing its client, which needs the lock this thread holds
             # (dictConfig, logging.shutdown): waiting could only end at the deadline.
             return self.ledger.wait_settled(target, 0)
@@ -307,27 +266,8 @@ class Pipeline:
         return done
 
     def _replay_now(self, deadline: float, foreign_s: float = 0.0) -> None:
-        """Have the sender send this process's spooled rows now, if the backend takes them,
-        then (for at most ``foreign_s``) rows other processes left behind."""
-        sender, spool = self.sender, self.spool
-        if spool is None or not self.alive():
-            return
-        tries = 0
-        foreign_until = min(time.monotonic() + foreign_s, deadline)
-        while time.monotonic() < deadline:
-            own = spool.has_own_pending()
-            foreign = not own and time.monotonic() < foreign_until
-            if not (own or foreign):
-                return
-            if self.breaker.is_open and (tries or not self.breaker.early_probe_allowed()):
-                return  # still down: the rows stay safely in the spool
-            tries += 1
-            start = sender.request_replay(foreign=foreign)
-            with sender.replay_round:
-                while sender.replay_rounds <= start and time.monotonic() < deadline:
-                    sender.replay_round.wait(min(deadline - time.monotonic(), 0.5))
-                if foreign and not sender.last_round_sent:
-                    return
+        if self.alive():
+            self.sender.replay_now(deadline, foreign_s)
 
     def drain_inline(self, deadline: float, target: int | None = None) -> bool:
         """Do the worker's and the sender's job on this thread, within the deadline."""
@@ -356,7 +296,7 @@ class Pipeline:
         target = self.intake.next_seq()
         reserve = min(timeout_s * 0.3, 0.05 + self.ledger.unsettled_rows() * 20e-6)
         done = False
-        if self.alive() and not (_holds_logging_lock() and not self.sender.ready.is_set()):
+        if self.alive() and not (holds_logging_lock() and not self.sender.ready.is_set()):
             self.worker.hurry = True
             self.intake.nudge()
             done = self.ledger.wait_settled(target, deadline - reserve - timeout_s * 0.2)
@@ -432,42 +372,6 @@ class Pipeline:
             last_error=self.diag.last_error,
         )
         return out
-
-
-_ASYNC_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
-                  "SIGCHLD", "SIGWINCH")  # fmt: skip
-
-
-def _without_signals(target: Callable[[], None]) -> Callable[[], None]:
-    """Run ``target`` with the asynchronous signals blocked in its thread.
-
-    The kernel hands a process-directed signal (SIGTERM, SIGINT ...) to any thread
-    that does not block it. If it picks one of ours, Python runs the handler only
-    when the main thread next wakes up, so a job sleeping in its main thread would
-    not stop when told to. Blocked here, the signal goes to the application's threads.
-    """
-
-    def run() -> None:
-        import signal
-
-        if hasattr(signal, "pthread_sigmask"):
-            wanted = {getattr(signal, name) for name in _ASYNC_SIGNALS if hasattr(signal, name)}
-            with contextlib.suppress(OSError, ValueError):
-                signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
-        target()
-
-    return run
-
-
-def _holds_logging_lock() -> bool:
-    """True when this thread holds ``logging``'s module lock (dictConfig, logging.shutdown)."""
-    import logging
-
-    is_owned = getattr(getattr(logging, "_lock", None), "_is_owned", None)
-    try:
-        return bool(is_owned()) if is_owned is not None else False
-    except Exception:
-        return False
 
 
 _pipelines: weakref.WeakSet[Pipeline] = weakref.WeakSet()

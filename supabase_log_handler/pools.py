@@ -4,7 +4,8 @@ A forked worker inherits the parent's handler and run. A spawned one starts with
 neither, so ``multiprocessing.Pool(4, **pool_options())`` (or the same keywords
 for ``concurrent.futures.ProcessPoolExecutor``) gives each worker an
 initializer that attaches a handler and joins the parent's run, the way
-``supabase-log run`` does for every Python process it starts.
+``supabase-log run`` does for every Python process it starts
+(``joined_run_from_env``: the run a parent hands down through the environment).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def pool_options(**settings: Any) -> dict[str, Any]:
     """
     run = context.current_run()
     if run is None:
-        from .handler import install
+        from .installer import install
 
         handler = install(console=False)
         run = handler.open_implicit_run()
@@ -38,7 +39,21 @@ def join_run(run_id: str, script_name: str, settings: dict[str, Any] | None = No
     """In a pool worker: attach a handler to the root logger and log into run ``run_id``."""
     os.environ[runs.ENV_RUN_ID] = run_id
     os.environ[runs.ENV_RUN_SCRIPT] = script_name
-    from .handler import install
+    from .installer import install
 
     install(console=False, **(settings or {}))
-    runs.joined_run_from_env()
+    joined_run_from_env()
+
+
+def joined_run_from_env() -> runs.Run | None:
+    """The run a parent process handed down through ``SUPABASE_LOG_RUN_ID``, if any."""
+    run_id = os.environ.get(runs.ENV_RUN_ID)
+    if not run_id:
+        return None
+    existing = context.lookup(run_id)
+    if existing is not None:
+        return existing
+    run = runs.Run(os.environ.get(runs.ENV_RUN_SCRIPT) or "unknown", run_id=run_id, owned=False)
+    context.register(run)
+    context.claim_process_run(run)
+    return run

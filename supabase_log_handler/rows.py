@@ -24,6 +24,7 @@ from typing import Any, Final, NamedTuple
 
 from . import _jsonsafe
 from ._ids import new_id
+from ._jsonsafe import encode, encode_str, fit_text, json_bytes
 from ._redact import Redactor
 from .snapshot import (
     CREATED,
@@ -61,27 +62,6 @@ _LEVEL_NAMES = {no: name for no, name in LEVELS}
 _RESERVED = ("log", "exception", "level", "truncated")
 _REDACT_MARGIN = 4096  # longest secret that is still masked whole where a message is cut
 _UTC = dt.timezone.utc
-
-_encode_str = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-try:  # optional (the "fast" extra): several times quicker, same output for our rows
-    import orjson
-
-    _orjson_dumps: Any = orjson.dumps
-except ImportError:  # pragma: no cover - depends on the environment
-    _orjson_dumps = None
-
-
-def encode(row: dict[str, Any]) -> bytes:
-    """A row as compact UTF-8 JSON (orjson when installed, else the standard library)."""
-    if _orjson_dumps is not None:
-        try:
-            # orjson 3.11+ leaves its output in a buffer several times its length (4 KiB for
-            # a short row): the copy is what the queue's and the spool's byte counts assume.
-            return bytes(memoryview(_orjson_dumps(row)))
-        except (TypeError, ValueError):  # e.g. an int beyond 64 bits: the stdlib can
-            pass
-    return _encode_str(row).encode("utf-8")
-
 
 def map_level(levelno: int) -> str:
     """One of DEBUG/INFO/WARNING/ERROR: the nearest standard level, ties going up."""
@@ -231,7 +211,7 @@ class RowBuilder:
         key = (item[LOGGER], item[PATHNAME], item[LINENO], item[FUNC], item[THREAD], item[PROCESS])
         text = self._log_texts.get(key)
         if text is None:
-            text = _encode_str(self._log_block(*key))
+            text = encode_str(self._log_block(*key))
             if len(self._log_texts) > 4096:
                 self._log_texts.clear()
             self._log_texts[key] = text
@@ -366,14 +346,14 @@ class RowBuilder:
     def _cap_meta(self, meta: dict[str, Any]) -> dict[str, Any]:
         """Meta whose UTF-8 JSON fits ``max_meta_bytes``: if not, the user part becomes a cut text."""
         cap = self.max_meta_bytes
-        if _json_bytes(meta) <= cap:
+        if json_bytes(meta) <= cap:
             return meta
         keep: dict[str, Any] = {k: meta[k] for k in ("log", "exception", "level") if k in meta}
         keep["truncated"] = [*meta.get("truncated", []), "meta"]
         text = json.dumps({k: v for k, v in meta.items() if k not in keep}, ensure_ascii=False)
         exc = keep.get("exception")
         while True:
-            room = cap - _json_bytes({**keep, "meta_text": ""})
+            room = cap - json_bytes({**keep, "meta_text": ""})
             if room >= 0 or not isinstance(exc, dict) or not exc.get("traceback"):
                 break
             tb = str(exc["traceback"])  # even the traceback does not fit: keep its end
@@ -413,69 +393,3 @@ def _literal(value: int | bool | None) -> str:
 def _clean_plain(value: Any) -> bool:
     """A str PostgreSQL takes as it is (ASCII without NUL); anything else is checked slowly."""
     return type(value) is str and value.isascii() and "\x00" not in value
-
-
-def _json_bytes(value: Any) -> int:
-    return len(json.dumps(value, ensure_ascii=False).encode("utf-8"))
-
-
-def fit_text(text: str, room_bytes: int) -> str:
-    """The longest prefix of ``text`` whose JSON string encoding fits ``room_bytes``."""
-
-    def encoded(t: str) -> int:
-        return len(json.dumps(t, ensure_ascii=False).encode("utf-8")) - 2
-
-    if encoded(text) <= room_bytes:
-        return text
-    lo, hi = 0, len(text)
-    while lo < hi:  # binary search on characters; escapes and UTF-8 make bytes uneven
-        mid = (lo + hi + 1) // 2
-        if encoded(text[:mid]) <= room_bytes:
-            lo = mid
-        else:
-            hi = mid - 1
-    return text[:lo]
-
-
-def sanitise(payload: bytes, max_chars: int = 10_000) -> bytes:
-    """The last-resort copy of a refused row of any table.
-
-    ``sanitise_row`` fixes a log's text and ``meta`` and a run's ``metadata``; other
-    JSON values (a call's request and response payloads) become
-    ``{"sanitised": true, "text": <their JSON, cleaned and cut>}`` and other text is
-    cleaned, so a payload PostgreSQL refuses (a NUL, say) cannot cost the row itself.
-    """
-    row = sanitise_row(json.loads(payload), max_chars)
-    for key, value in row.items():
-        if key in ("meta", "metadata"):
-            continue
-        if isinstance(value, (dict, list)):
-            text = json.dumps(_jsonsafe.to_jsonable(value), ensure_ascii=False)
-            row[key] = {"sanitised": True, "text": text[:max_chars]}
-        elif isinstance(value, str):
-            row[key] = _jsonsafe.clean_text(value)
-    return encode(row)
-
-
-def sanitise_row(row: dict[str, Any], max_chars: int = 10_000) -> dict[str, Any]:
-    """A last-resort copy of a refused row: plain text, short, meta as one string."""
-    out = dict(row)
-    for key in ("message", "step", "level"):
-        if key not in row:
-            continue
-        value = out.get(key)
-        text = _jsonsafe.clean_text(_jsonsafe.safe_str(value)) if value is not None else ""
-        if len(text) > max_chars:
-            text = text[:max_chars] + "... [truncated]"
-        out[key] = text
-    if "level" in row and out["level"] not in _LEVEL_NAMES.values():
-        out["level"] = "ERROR"
-    for key in ("meta", "metadata"):
-        value = row.get(key)
-        if value is not None:
-            text = _jsonsafe.clean_text(json.dumps(value, ensure_ascii=False, default=str))
-            out[key] = {"meta_text": text[:max_chars], "sanitised": True}
-    for key in ("error_message",):
-        if isinstance(row.get(key), str):
-            out[key] = _jsonsafe.clean_text(row[key])[:max_chars]
-    return out

@@ -372,7 +372,7 @@ def start_run(
     declares when the job is expected to run, in the background, once per process.
     """
     if not context.listeners():
-        from .handler import install
+        from .installer import install
 
         install()
     if triggered_by is None:  # the handler's setting (keyword, environment or .env), if any
@@ -391,18 +391,4 @@ def start_run(
         from . import jobwatch
 
         jobwatch.declare(script_name, schedule)
-    return run
-
-
-def joined_run_from_env() -> Run | None:
-    """The run a parent process handed down through ``SUPABASE_LOG_RUN_ID``, if any."""
-    run_id = os.environ.get(ENV_RUN_ID)
-    if not run_id:
-        return None
-    existing = context.lookup(run_id)
-    if existing is not None:
-        return existing
-    run = Run(os.environ.get(ENV_RUN_SCRIPT) or "unknown", run_id=run_id, owned=False)
-    context.register(run)
-    context.claim_process_run(run)
     return run

@@ -20,11 +20,12 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._jsonsafe import encode
 from .delivery import Deliverer, Outcome
 from .diagnostics import Diagnostics
 from .errors import DeliveryError, SetupError
 from .ledger import SENDER, Holding, Ledger
-from .rows import E_MERGE, E_PAYLOAD, E_SEQ, E_TABLE, MERGE, Entry, encode
+from .rows import E_MERGE, E_PAYLOAD, E_SEQ, E_TABLE, MERGE, Entry
 from .spool import Spool, SpoolError
 
 NO_SPOOL = "no_spool"  # undeliverable and the spool is disabled
@@ -110,6 +111,30 @@ class Sender:
             rounds = self.replay_rounds
         self.nudge()
         return rounds
+
+    def replay_now(self, deadline: float, foreign_s: float = 0.0) -> None:
+        """Called by another thread (flush, close): have this sender's thread send the
+        process's spooled rows now, if the backend takes them, then (for at most
+        ``foreign_s``) rows other processes left behind; wait for it within ``deadline``."""
+        spool = self.spool
+        if spool is None:
+            return
+        tries = 0
+        foreign_until = min(time.monotonic() + foreign_s, deadline)
+        while time.monotonic() < deadline:
+            own = spool.has_own_pending()
+            foreign = not own and time.monotonic() < foreign_until
+            if not (own or foreign):
+                return
+            if self.breaker.is_open and (tries or not self.breaker.early_probe_allowed()):
+                return  # still down: the rows stay safely in the spool
+            tries += 1
+            start = self.request_replay(foreign=foreign)
+            with self.replay_round:
+                while self.replay_rounds <= start and time.monotonic() < deadline:
+                    self.replay_round.wait(min(deadline - time.monotonic(), 0.5))
+                if foreign and not self.last_round_sent:
+                    return
 
     def _idle_wait_s(self) -> float:
         if self.breaker.is_open:

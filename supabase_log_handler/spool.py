@@ -16,7 +16,7 @@ run rows its log rows need, so it can be replayed alone. Rows the database
 refuses for good go to a ``.dead`` file with the server's error.
 
 File: ``MAGIC | progress u64 | header length u32 | header JSON | frames``;
-frame: ``length u32 | crc32 u32 | mode u8 | level u16 | lengths | table | run id | id | JSON``.
+frames as ``spool_frames.py`` makes them.
 """
 
 from __future__ import annotations
@@ -29,19 +29,17 @@ import os
 import struct
 import threading
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ._files import make_private_dir
-from .rows import E_ID, E_MERGE, E_PAYLOAD, E_RUN, E_TABLE, Entry
+from .rows import E_ID, E_PAYLOAD, E_RUN, E_TABLE, Entry
+from .spool_frames import frame, frame_length, frame_of, parse_frame
 
 MAGIC = b"SLHSPL01"
 _PROGRESS = struct.Struct("<Q")
-_FRAME = struct.Struct("<II")
-_BODY = struct.Struct("<BHBBB")
 DATA_LIMIT_BYTES = 64 * 1024 * 1024  # a segment this large is sealed; the next write starts another
 READ_CHUNK_BYTES = 1 << 20
 DEAD_FILE_TRIES = 16
@@ -140,7 +138,7 @@ class Spool:
             for run_id in sorted(missing):  # the run rows these rows need, ahead of them
                 row = run_row(run_id)
                 if row is not None:
-                    parts.append(_frame(table, False, 1000, None, run_id, row))
+                    parts.append(frame(table, False, 1000, None, run_id, row))
             if all(len(e) > 7 for e in entries):  # framed by the callers: the bytes as they are
                 parts.extend([e[7] for e in entries])  # type: ignore[misc]
             else:
@@ -290,7 +288,7 @@ class Spool:
             buf = os.pread(seg.fd, min(want, seg.end - offset), offset)
             pos = 0
             while len(entries) < max_rows and size < max_bytes:
-                parsed = _parse(buf, pos)
+                parsed = parse_frame(buf, pos)
                 if parsed is None:
                     break
                 entry, pos = parsed
@@ -299,7 +297,7 @@ class Spool:
             if pos:
                 offset += pos
                 continue
-            need = _FRAME.size + _FRAME.unpack_from(buf)[0] if len(buf) >= _FRAME.size else 0
+            need = frame_length(buf)
             if len(buf) < need and offset + need <= seg.end:
                 want = need  # one frame larger than a read: read it whole
                 continue
@@ -365,42 +363,6 @@ class Spool:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._reset()
-
-
-# -- frames ------------------------------------------------------------------------------
-def frame_of(e: Entry) -> bytes:
-    """The spool frame of an entry (callers building their own rows make it too: no I/O)."""
-    return _frame(e[E_TABLE], e[E_MERGE], e[5], e[E_RUN], e[E_ID], e[E_PAYLOAD])
-
-
-def _frame(
-    table: str, mode: int, levelno: int, run_id: str | None, row_id: str, payload: bytes
-) -> bytes:
-    t, r, i = table.encode(), (run_id or "").encode(), row_id.encode()
-    head = _BODY.pack(int(mode), min(max(levelno, 0), 0xFFFF), len(t), len(r), len(i))
-    body = head + t + r + i + payload
-    return _FRAME.pack(len(body), zlib.crc32(body)) + body
-
-
-def _parse(buf: bytes, pos: int) -> tuple[Entry, int] | None:
-    if pos + _FRAME.size > len(buf):
-        return None
-    length, crc = _FRAME.unpack_from(buf, pos)
-    start = pos + _FRAME.size
-    end = start + length
-    if end > len(buf) or length < _BODY.size:
-        return None
-    body = buf[start:end]
-    if zlib.crc32(body) != crc:
-        return None
-    merge, level, tlen, rlen, ilen = _BODY.unpack_from(body, 0)
-    at = _BODY.size
-    table = body[at : at + tlen].decode()
-    at += tlen
-    run_id = body[at : at + rlen].decode() or None
-    at += rlen
-    row_id = body[at : at + ilen].decode()
-    return (0, table, int(merge), row_id, run_id, level, body[at + ilen :]), end
 
 
 def _write_all(fd: int, data: bytes, offset: int, directory: Path) -> None:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .spool import _open_segment, _parse, _try_lock, destination_key
+from .spool import _open_segment, _try_lock, destination_key
+from .spool_frames import parse_frame
 
 __all__ = ["pending_entries", "pending_segments", "read_dead_letters", "resend_dead_letters"]
 
@@ -43,7 +44,7 @@ def pending_entries(directory: Path, destination: str | None = None) -> Counter[
             data = os.pread(fd, seg.end - seg.progress, seg.progress)
             pos = 0
             while True:
-                parsed = _parse(data, pos)
+                parsed = parse_frame(data, pos)
                 if parsed is None:
                     break
                 entry, pos = parsed

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from . import context, snapshot
+from ._jsonsafe import encode
 from .diagnostics import Diagnostics
 from .ledger import WORKER, Holding, Ledger
 from .queue import Intake, Item
-from .rows import ALIVE, Entry, RowBuilder, encode, iso_timestamp
+from .rows import ALIVE, Entry, RowBuilder, iso_timestamp
 from .sender import Sender
 from .snapshot import KIND, LOG, ROW, ROW_DATA, ROW_MERGE, ROW_TABLE, RUN, RUN_OPEN, SEQ
 

@@ -15,8 +15,8 @@ from stack.fixtures import Db, FreshStack
 from stack.pgbouncer import DirectBackend, PgBouncer
 
 from supabase_log_handler import SupabaseHandler, record_call, start_run
+from supabase_log_handler._jsonsafe import encode
 from supabase_log_handler.cli import main
-from supabase_log_handler.rows import encode
 from supabase_log_handler.sinks.postgres import PostgresSink
 from supabase_log_handler.sinks.rest import SupabaseSink
 

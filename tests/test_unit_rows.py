@@ -13,15 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from supabase_log_handler._jsonsafe import encode
 from supabase_log_handler._redact import MASK, Redactor
 from supabase_log_handler.rows import (
     RowBuilder,
     Snapshot,
-    encode,
     iso_timestamp,
     map_level,
-    sanitise_row,
 )
+from supabase_log_handler.sanitise import sanitise_row
 from supabase_log_handler.snapshot import STANDARD_ATTRS, extras_of, format_exception
 
 

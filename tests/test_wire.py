@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from supabase_log_handler.rows import encode
+from supabase_log_handler._jsonsafe import encode
 from supabase_log_handler.sinks import LOG_COLUMNS
 from supabase_log_handler.sinks.rest import SupabaseSink
 

@@ -14,8 +14,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from ..config import Settings, load_settings
-from ..pipeline import make_sink
-from ..sinks import Filter, Sink
+from ..sinks import Filter, Sink, make_sink
 
 UTC = dt.timezone.utc
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)

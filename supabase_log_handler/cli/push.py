@@ -19,17 +19,18 @@ import argparse
 from collections import Counter
 from typing import Any
 
+from .._jsonsafe import encode
 from ..config import Settings
 from ..delivery import Deliverer
 from ..diagnostics import Diagnostics
 from ..errors import DeliveryError
 from ..ledger import Ledger
 from ..local_integration import CALL_COLUMNS
-from ..pipeline import make_sink
 from ..queue import Intake
 from ..retry import Breaker
-from ..rows import ALIVE, INSERT, MERGE, Entry, encode
+from ..rows import ALIVE, INSERT, MERGE, Entry
 from ..sender import Sender
+from ..sinks import make_sink
 from ..sinks.local import LOG_COLUMNS, RUN_COLUMNS, LocalSink
 from ..spool import Spool
 from ..spool_files import pending_segments, read_dead_letters, resend_dead_letters
