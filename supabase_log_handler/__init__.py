@@ -49,7 +49,7 @@ from .runs import (
     Run,
     start_run,
 )
-from .watch.schedules import declare_schedule
+from .watch.declare import declare_schedule
 
 __version__ = "0.1.0"
 

@@ -17,8 +17,8 @@ from . import context
 
 if TYPE_CHECKING:
     from ._redact import Redactor
+    from ._types import RunLike
     from .handler import SupabaseHandler
-    from .runs import Run
 
 
 def targets(handler: SupabaseHandler | None) -> list[SupabaseHandler]:
@@ -30,12 +30,10 @@ def targets(handler: SupabaseHandler | None) -> list[SupabaseHandler]:
         return live
     if every:
         return every
-    from .installer import install
-
-    return [install()]
+    return [context.install()]
 
 
-def link_run(run: Run | str | None, handlers: list[SupabaseHandler]) -> str | None:
+def link_run(run: RunLike | str | None, handlers: list[SupabaseHandler]) -> str | None:
     """The id of the run a call belongs to (see the module docstring)."""
     if isinstance(run, str):
         return run

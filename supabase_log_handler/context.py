@@ -20,10 +20,9 @@ import os
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .runs import Run
+from ._types import RunLike as Run
 
 RECENT_RUNS_KEPT = 1024
 
@@ -45,6 +44,17 @@ def listen(handler: Any) -> None:
 
 def listeners() -> list[Any]:
     return list(_listeners)
+
+
+def provide_installer(install: Callable[..., Any]) -> None:
+    """``install()`` (installer.py) registers itself here: runs, pools and calls need a
+    handler when the job made none, and must not import the handler to get one."""
+    _state["installer"] = install
+
+
+def install(**settings: Any) -> Any:
+    """The handler ``install()`` attaches to the root logger (made once)."""
+    return _state["installer"](**settings)  # the package's __init__ imported installer
 _registry: dict[str, Run] = {}
 _recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
@@ -182,7 +192,6 @@ def sizes() -> tuple[int, int]:
 
 def reset() -> None:
     """Forget every run (for tests, and for a process that starts over)."""
-    _state.clear()
     _state.update(process_run=None, implicit=None)
     _registry.clear()
     _recent.clear()

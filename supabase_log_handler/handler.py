@@ -23,6 +23,7 @@ from typing import Any
 
 from . import context, lifecycle, pools, runs, snapshot
 from ._redact import Redactor
+from ._types import RunLike
 from .config import (
     FIELDS,
     Problem,
@@ -229,7 +230,7 @@ class SupabaseHandler(logging.Handler):
                 error=False,
             )
 
-    def _implicit_run(self) -> runs.Run | None:
+    def _implicit_run(self) -> RunLike | None:
         joined = pools.joined_run_from_env()
         if joined is not None:
             return joined
@@ -246,7 +247,7 @@ class SupabaseHandler(logging.Handler):
             )
         )
 
-    def _announce(self, run: runs.Run) -> None:
+    def _announce(self, run: RunLike) -> None:
         """Queue the row that creates ``run`` (once per handler), ahead of its records."""
         run.announced.add(self.serial)
         intake = self._pipeline.intake
@@ -255,14 +256,14 @@ class SupabaseHandler(logging.Handler):
         )
 
     # -- run events (called by runs.Run) -------------------------------------------------
-    def run_opened(self, run: runs.Run) -> None:
+    def run_opened(self, run: RunLike) -> None:
         if self._pipeline.closed or run.cancelled or self.serial in run.announced:
             return
         self._announce(run)
         if not self._pipeline.started:
             self._start()
 
-    def run_finished(self, run: runs.Run, row: dict[str, Any]) -> None:
+    def run_finished(self, run: RunLike, row: dict[str, Any]) -> None:
         if self._pipeline.closed and self.serial not in run.announced:
             return  # closed before this run: nothing of it came here
         self.submit_row("runs", row, merge=True)
@@ -305,7 +306,7 @@ class SupabaseHandler(logging.Handler):
         if not self._pipeline.closed and context.current_run() is None and _attached(self):
             self.open_implicit_run()
 
-    def open_implicit_run(self) -> runs.Run | None:
+    def open_implicit_run(self) -> RunLike | None:
         """The process's implicit run (or the joined one), opened now and queued here."""
         run = context.current_run() or self._implicit_run()
         if run is not None and self.serial not in run.announced:

@@ -6,6 +6,7 @@ import logging
 import sys
 from typing import Any
 
+from . import context
 from .handler import SupabaseHandler
 
 __all__ = ["install"]
@@ -36,3 +37,6 @@ def install(
     if isinstance(numeric, int) and (root.level == logging.NOTSET or root.level > numeric):
         root.setLevel(numeric)
     return handler
+
+
+context.provide_installer(install)

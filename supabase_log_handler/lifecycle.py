@@ -34,13 +34,11 @@ import threading
 import time
 import weakref
 from types import FrameType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import context, runlog
 from ._jsonsafe import safe_str
-
-if TYPE_CHECKING:
-    from .handler import SupabaseHandler
+from ._types import HandlerLike as SupabaseHandler
 
 _handlers: weakref.WeakSet[SupabaseHandler] = weakref.WeakSet()
 _state: dict[str, Any] = {

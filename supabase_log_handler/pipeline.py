@@ -35,7 +35,8 @@ from .queue import Intake, Item
 from .retry import Breaker
 from .rows import RowBuilder
 from .sender import Sender
-from .sinks import Sink, make_sink
+from .sinks import Sink
+from .sinks.factory import make_sink
 from .spool import Spool
 from .worker import Worker
 

@@ -14,6 +14,7 @@ import os
 from typing import Any
 
 from . import context, runs
+from ._types import RunLike
 
 __all__ = ["join_run", "pool_options"]
 
@@ -26,9 +27,7 @@ def pool_options(**settings: Any) -> dict[str, Any]:
     """
     run = context.current_run()
     if run is None:
-        from .installer import install
-
-        handler = install(console=False)
+        handler = context.install(console=False)
         run = handler.open_implicit_run()
     if run is None:
         raise RuntimeError("no run to join: implicit runs are disabled and no run is open")
@@ -39,13 +38,11 @@ def join_run(run_id: str, script_name: str, settings: dict[str, Any] | None = No
     """In a pool worker: attach a handler to the root logger and log into run ``run_id``."""
     os.environ[runs.ENV_RUN_ID] = run_id
     os.environ[runs.ENV_RUN_SCRIPT] = script_name
-    from .installer import install
-
-    install(console=False, **(settings or {}))
+    context.install(console=False, **(settings or {}))
     joined_run_from_env()
 
 
-def joined_run_from_env() -> runs.Run | None:
+def joined_run_from_env() -> RunLike | None:
     """The run a parent process handed down through ``SUPABASE_LOG_RUN_ID``, if any."""
     run_id = os.environ.get(runs.ENV_RUN_ID)
     if not run_id:

@@ -24,7 +24,7 @@ def reader(settings: Settings | None = None, **overrides: Any) -> tuple[Sink, Se
     with _lock:
         sink = _cache.get(key)
         if sink is None:
-            from .sinks import make_sink
+            from .sinks.factory import make_sink
 
             sink = _cache[key] = make_sink(s)
     return sink, s

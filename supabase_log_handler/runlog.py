@@ -11,12 +11,10 @@ import contextlib
 import logging
 import traceback
 from collections.abc import MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import context
-
-if TYPE_CHECKING:
-    from .runs import Run
+from ._types import RunLike as Run
 
 ERROR = "ERROR"
 

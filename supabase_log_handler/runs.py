@@ -372,9 +372,7 @@ def start_run(
     declares when the job is expected to run, in the background, once per process.
     """
     if not context.listeners():
-        from .installer import install
-
-        install()
+        context.install()
     if triggered_by is None:  # the handler's setting (keyword, environment or .env), if any
         triggered_by = next(
             (h.settings.triggered_by for h in context.listeners() if h.settings.triggered_by), None

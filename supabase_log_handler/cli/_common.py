@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from ..config import Settings, load_settings
-from ..sinks import Filter, Sink, make_sink
+from ..sinks import Filter, Sink
+from ..sinks.factory import make_sink
 
 UTC = dt.timezone.utc
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)\s*$", re.IGNORECASE)

@@ -30,7 +30,7 @@ from ..queue import Intake
 from ..retry import Breaker
 from ..rows import ALIVE, INSERT, MERGE, Entry
 from ..sender import Sender
-from ..sinks import make_sink
+from ..sinks.factory import make_sink
 from ..sinks.local import LOG_COLUMNS, RUN_COLUMNS, LocalSink
 from ..spool import Spool
 from ..spool_files import pending_segments, read_dead_letters, resend_dead_letters

@@ -1,7 +1,7 @@
 """The read-only views: ``runs``, ``logs``, ``errors`` and ``stats``.
 
 Owns what each view selects and how it is shown. Every view reads through
-``sinks.make_sink`` (``Sink.select``), so Supabase and the local store are
+``sinks.factory.make_sink`` (``Sink.select``), so Supabase and the local store are
 read the same way. Tables are for people (UTC times, aligned columns, one line
 per row); ``--json`` writes the rows as a JSON array (``stats``: an object keyed
 by script name) for machines.

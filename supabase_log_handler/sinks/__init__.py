@@ -4,17 +4,14 @@ Every sink is used by one thread at a time (the sender, or a reading command),
 writes idempotently by ``id`` (``merge=False``: a row whose id is stored is left
 alone; ``merge=True``: it is overwritten with the given columns), takes rows as
 the JSON objects the worker encoded once, and raises only the project's
-:class:`~supabase_log_handler.errors.DeliveryError` kinds. ``make_sink`` picks
-the one the settings name (its module is imported only then).
+:class:`~supabase_log_handler.errors.DeliveryError` kinds.
+``factory.make_sink`` picks the one the settings name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
-
-if TYPE_CHECKING:
-    from ..config import Settings
+from typing import Any, Protocol
 
 Filter = tuple[str, str, Any]  # (column, op, value); op in eq, neq, gt, gte, lt, lte, in, not_null
 LOG_COLUMNS = ("id", "run_id", "timestamp", "level", "step", "message", "meta")
@@ -91,35 +88,3 @@ class DictRows:
         from .._jsonsafe import encode
 
         self.write(table, [encode(row)], merge=final, columns=tuple(row))
-
-
-def make_sink(settings: Settings) -> Sink:
-    """The sink the settings ask for (Supabase when a URL is set, else the local store;
-    PostgreSQL directly with ``sink="postgres"``)."""
-    if settings.uses_postgres:
-        from .postgres import PostgresSink
-
-        assert settings.db_url is not None
-        return PostgresSink(
-            settings.db_url, schema=settings.schema, request_timeout_s=settings.request_timeout_s
-        )
-    if settings.uses_supabase:
-        from ..config import key_role
-        from .rest import SupabaseSink
-
-        assert settings.url is not None and settings.key is not None
-        return SupabaseSink(
-            settings.url,
-            settings.key,
-            schema=settings.schema,
-            request_timeout_s=settings.request_timeout_s,
-            service_key=key_role(settings.key) in ("service_role", None),
-        )
-    from .local import LocalSink
-
-    return LocalSink(
-        settings.resolved_local_path,
-        runs_table=settings.runs_table,
-        logs_table=settings.logs_table,
-        integration_logs_table=settings.integration_logs_table,
-    )

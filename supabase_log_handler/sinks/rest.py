@@ -26,7 +26,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .. import __name__ as _package
 from ..errors import DeliveryError
 from . import DictRows, Filter
 from .classify import classify, classify_response
@@ -35,7 +34,9 @@ transport_factory: Callable[[], Any] | None = None
 CLIENT_INFO = "supabase-log-handler/0.2.0"
 # Set while this package makes a request on a caller's thread (reads), so the
 # HTTP client's own log records are never shown to, or stored by, the caller's handlers.
-own_request: contextvars.ContextVar[bool] = contextvars.ContextVar(f"{_package}.own", default=False)
+own_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "supabase_log_handler.own", default=False
+)
 
 
 THREAD_PREFIX = "supabase-log-"  # the pipeline's threads

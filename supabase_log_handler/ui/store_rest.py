@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import DeliveryError
-from ..sinks import make_sink
+from ..sinks.factory import make_sink
 from ..sinks.rest import SupabaseSink
 from .store import RUN_LIST_COLUMNS, Filter, Store, StoreError, iso
 

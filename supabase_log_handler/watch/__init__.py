@@ -19,7 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Settings
-from .schedules import Schedule, declare_schedule, declare_schedule_in_background
+from .declare import declare_schedule, declare_schedule_in_background
+from .schedules import Schedule
 
 
 def notify_run_failed(
