@@ -68,6 +68,7 @@ class Deliverer:
         self.run_row = run_row
         self.on_request = on_request
         self.abort = threading.Event()  # cut retries short: a shutdown deadline is near
+        self._budget = threading.local()  # this thread's retry budget for the current deliver()
         self.heartbeats = True  # False once the runs table proved to have no heartbeat column
         self._ensured: OrderedDict[str, None] = OrderedDict()
         self._absent: dict[str, tuple[float, DataError]] = {}  # table -> (ask again at, why)
@@ -84,8 +85,12 @@ class Deliverer:
             sink.close()
 
     # -- one list of entries -------------------------------------------------------------
-    def deliver(self, entries: list[Entry], deadline: float | None = None) -> Outcome:
-        """Send ``entries``; never raises."""
+    def deliver(
+        self, entries: list[Entry], deadline: float | None = None, retry_s: float | None = None
+    ) -> Outcome:
+        """Send ``entries``, retrying transient failures for ``retry_s`` (default
+        ``retry_deadline_s``) per request; never raises."""
+        self._budget.s = self.retry_deadline_s if retry_s is None else retry_s
         delivered: list[Entry] = []
         dead: list[tuple[Entry, DataError]] = []
         groups = self._groups(entries)
@@ -262,7 +267,7 @@ class Deliverer:
             return fn()  # one attempt: this is a probe, or time is up
         return call_with_retry(
             fn,
-            deadline_s=self.retry_deadline_s,
+            deadline_s=getattr(self._budget, "s", self.retry_deadline_s),
             max_wait_s=self.retry_max_wait_s,
             abort=self.abort,
             on_retry=lambda exc: self.on_request("retry"),

@@ -63,6 +63,7 @@ class Sender:
         self.stopping = False
         self.replay_requested = False  # flush(): try the spool now, whatever the breaker says
         self.replay_foreign = False  # ... including segments other processes left behind
+        self.busy = False  # a live batch is being delivered
         self.replay_round = threading.Condition()
         self.replay_rounds = 0
         self.last_round_sent = 0
@@ -74,7 +75,11 @@ class Sender:
         while True:
             holding = self.ledger.take_slot()
             if holding is not None:
-                self.deliver(holding, SENDER)
+                self.busy = True
+                try:
+                    self.deliver(holding, SENDER)
+                finally:
+                    self.busy = False
                 self.wake_worker()
                 continue
             if self.stopping:
@@ -128,6 +133,8 @@ class Sender:
                 return
             if self.breaker.is_open and (tries or not self.breaker.early_probe_allowed()):
                 return  # still down: the rows stay safely in the spool
+            if self.busy:
+                return  # a batch is being sent (maybe retried until its deadline): replay later
             tries += 1
             start = self.request_replay(foreign=foreign)
             with self.replay_round:
@@ -152,7 +159,9 @@ class Sender:
             if not waiting or (forced and self.breaker.early_probe_allowed()):
                 now = time.monotonic()
                 foreign = wanted_foreign or now >= self._next_foreign_scan
-                sent = self.replay_once(foreign=foreign)
+                # Spooled rows are safe: retry briefly, then let the breaker pace the next try.
+                retry_s = min(self.deliverer.retry_deadline_s, self.breaker.base_interval_s)
+                sent = self.replay_once(foreign=foreign, retry_s=retry_s)
                 if foreign and not sent:
                     self._next_foreign_scan = now + 30.0  # others may leave rows for us later
         with self.replay_round:
@@ -268,7 +277,9 @@ class Sender:
         return out
 
     # -- replay --------------------------------------------------------------------------
-    def replay_once(self, *, foreign: bool = True, deadline: float | None = None) -> int:
+    def replay_once(
+        self, *, foreign: bool = True, deadline: float | None = None, retry_s: float | None = None
+    ) -> int:
         """Send one chunk of the spool; returns how many entries were delivered or buried."""
         if self.spool is None:
             return 0
@@ -280,7 +291,7 @@ class Sender:
         except OSError as exc:
             self.diag.report("spool", f"cannot read the spool: {exc!r}")
             return 0
-        outcome = self.deliverer.deliver(entries, deadline)
+        outcome = self.deliverer.deliver(entries, deadline, retry_s)
         self._after(outcome)
         try:
             if outcome.error is not None:  # the whole chunk is tried again later (ids: no doubles)

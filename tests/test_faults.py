@@ -361,3 +361,23 @@ def test_multiprocessing_pool_workers_deliver_every_row_once(
 
 
 assert SCRIPTS.exists()
+
+
+def test_flush_with_disk_durability_returns_once_rows_are_safe_while_a_batch_is_retried(
+    make_handler: Callable[..., SupabaseHandler], attach: Callable[..., logging.Logger],
+    gateway_faults: Any,
+) -> None:  # fmt: skip
+    """durability=disk, backend down, retry_deadline_s of an hour: the rows are safe in the
+    spool, so a replay retries only for about one probe interval and flush() returns; it does
+    not wait the hour for a replay round to give up."""
+    gateway_faults.stop()
+    handler = make_handler(durability="disk", retry_deadline_s=3600.0, retry_max_wait_s=0.2,
+                           probe_interval_s=0.5)  # fmt: skip
+    log = attach(handler)
+    for i in range(10):
+        log.info("safe %d", i)
+    assert handler.flush(3600.0)  # without the fix: waits the hour (pytest's timeout ends it)
+    stats = handler.stats()
+    assert stats["in_memory"] == 0 and stats["by_table"]["logs"]["spooled_pending"] == 10
+    handler.close(5.0)
+    assert_identity(handler.stats())

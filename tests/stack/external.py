@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from stack.gateway import Gateway
@@ -40,28 +41,19 @@ class ExternalGateway:
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(_TESTS), os.environ.get("PYTHONPATH", "")]),
         }
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "stack.gateway",
-                self.dsn,
-                "--port",
-                str(self.port),
-                "--jwt-secret",
-                self.jwt_secret,
-            ],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # the child prints READY as soon as it listens
-        if not line.startswith("READY "):
-            proc.kill()
-            proc.wait(self.start_timeout_s)
-            raise RuntimeError(f"gateway process did not start: {line!r}")
+        command = [sys.executable, "-m", "stack.gateway", self.dsn, "--port", str(self.port),
+                   "--jwt-secret", self.jwt_secret]  # fmt: skip
+        with tempfile.TemporaryFile(mode="w+") as errors:
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=errors,
+                                    text=True)  # fmt: skip
+            assert proc.stdout is not None
+            line = proc.stdout.readline()  # the child prints READY as soon as it listens
+            if not line.startswith("READY "):
+                proc.kill()
+                proc.wait(self.start_timeout_s)
+                errors.seek(0)
+                said = errors.read()[-2000:]
+                raise RuntimeError(f"gateway process did not start: {line!r}; it said: {said}")
         self.url = line.split()[1]
         self.port = int(self.url.rsplit(":", 1)[1])
         self._proc = proc
