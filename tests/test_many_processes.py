@@ -19,20 +19,16 @@ once they are gone.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import exitclock
 import pytest
-from conftest import ROOT, SCRIPTS, assert_identity, wait_until
+from conftest import SCRIPTS, assert_identity, wait_until
+from jobprocs import Job, Proc, fresh_spool, job_env, push, reaped
 from stack.fixtures import Db
 from stack.gateway import Gateway
 
@@ -44,95 +40,10 @@ DEADLINE_S = 5.0  # the default shutdown_timeout_s, which the jobs keep
 SLOW_ANSWER_S = 1.0  # the slow backend commits, then answers this late
 
 
-def _env(gateway: Gateway, spool: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
-    env.update(
-        SUPABASE_URL=gateway.url,
-        SUPABASE_SERVICE_ROLE_KEY=gateway.service_key,
-        SUPABASE_LOG_SPOOL=str(spool),
-        SUPABASE_LOG_LOCAL_DB=str(spool.parent / "local.sqlite3"),
-        PYTHONPATH=os.pathsep.join([str(ROOT), str(SCRIPTS)]),
-        **extra,
-    )
-    return env
-
-
-class Proc:
-    """A child process whose stdout is read as it comes (JSON lines), stdin kept open."""
-
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        self.proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[dict[str, Any]] = []
-        self.stderr = ""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                value = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                self.lines.append(value)
-
-    def said(self, key: str) -> dict[str, Any] | None:
-        return next((r for r in list(self.lines) if key in r), None)
-
-    def tell(self, line: str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def finish(self, timeout_s: float = 180) -> int:
-        assert self.proc.stderr is not None
-        self.stderr = self.proc.stderr.read()
-        code = self.proc.wait(timeout_s)
-        self._reader.join(10)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-class Job(Proc):
-    """One ``many_job.py`` process."""
-
-    def __init__(self, env: dict[str, str], tag: str, index: int, rows: int, pause: bool) -> None:
-        argv = [sys.executable, str(SCRIPTS / "many_job.py"), tag, str(index), str(rows)]
-        super().__init__([*argv, "--pause"] if pause else argv, env)
-
-
 @pytest.fixture
 def jobs() -> Iterator[list[Proc]]:
     """The processes a test starts; any still running at the end is killed."""
-    started: list[Proc] = []
-    yield started
-    for job in started:
-        job.kill()
-
-
-def push(env: dict[str, str]) -> tuple[int, dict[str, Any], str]:
-    """``supabase-log push --json`` with the given environment: (exit code, counts, stderr)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "supabase_log_handler", "push", "--json"],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    try:
-        counts = json.loads(proc.stdout)
-    except ValueError:
-        counts = {}
-    return proc.returncode, counts, proc.stdout + proc.stderr
+    yield from reaped()
 
 
 def check_exit(job: Proc, code: int) -> dict[str, Any]:
@@ -170,16 +81,15 @@ def test_twenty_processes_sharing_one_spool_store_every_row_once(
     backend: str, gateway_faults: Gateway, db: Db, tmp_path: Path, jobs: list[Proc]
 ) -> None:
     """20 x 5,000 rows through one spool, backend healthy, slow or down for the first half: 100,000 rows once, exits in time."""
-    spool = tmp_path / "spool"
-    tag = f"mp{uuid.uuid4().hex[:10]}"
-    env = _env(gateway_faults, spool)
+    spool, tag, env = fresh_spool(gateway_faults, tmp_path, "mp")
     pause = backend == "down_first_half"
     if backend == "slow":
         gateway_faults.delay_response_s = SLOW_ANSWER_S
     elif pause:
         gateway_faults.stop()
     started = time.monotonic()
-    jobs.extend(Job(env, tag, i, ROWS, pause) for i in range(PROCESSES))
+    flags = ["--pause"] if pause else []
+    jobs.extend(Job(env, tag, i, ROWS, *flags) for i in range(PROCESSES))
     if pause:
         wait_until(lambda: all(j.said("half") or j.proc.poll() is not None for j in jobs), 120,
                    "every job half way")  # fmt: skip
@@ -216,13 +126,11 @@ def test_a_spool_locked_longer_than_the_exit_deadline_loses_nothing(
     gateway_faults: Gateway, db: Db, tmp_path: Path, jobs: list[Proc]
 ) -> None:
     """Every file of the spool and the directory locked by another process through the job's exit: a later replay delivers all."""
-    spool = tmp_path / "spool"
-    tag = f"lk{uuid.uuid4().hex[:10]}"
-    env = _env(gateway_faults, spool)
+    spool, tag, env = fresh_spool(gateway_faults, tmp_path, "lk")
     gateway_faults.stop()
     # Earlier jobs left their rows in the spool: segments the locker will hold.
-    earlier = [Job(_env(gateway_faults, spool, SUPABASE_LOG_SHUTDOWN_TIMEOUT_S="1"), tag, i, 500,
-                   pause=False) for i in (1, 2)]  # fmt: skip
+    earlier_env = job_env(gateway_faults, spool, SUPABASE_LOG_SHUTDOWN_TIMEOUT_S="1")
+    earlier = [Job(earlier_env, tag, i, 500) for i in (1, 2)]
     jobs.extend(earlier)
     for job in earlier:
         assert job.finish() == 0, job.stderr
@@ -233,7 +141,7 @@ def test_a_spool_locked_longer_than_the_exit_deadline_loses_nothing(
     jobs.append(locker)
     wait_until(lambda: locker.said("locked") is not None, 60, "the locker")
     assert locker.said("locked") == {"locked": 2}
-    job = Job(env, tag, 0, ROWS, pause=False)
+    job = Job(env, tag, 0, ROWS)
     jobs.append(job)
     stats = check_exit(job, job.finish())
     assert stats["spooled_pending"] == stats["accepted"] == ROWS + 2, stats

@@ -209,36 +209,32 @@ def _ready(server: Server, booted: str, count: int) -> None:
     wait_until(up, 60, f"{count} x {booted!r}")
 
 
-def _replay(server: Server) -> None:
-    """Send whatever the server spooled (nothing, normally): rows count wherever they were."""
+def _check_stored(db: Db, server: Server, output: str) -> None:
+    """After a replay of anything spooled: one run, ``success``, and in PostgreSQL exactly
+    the records the recorder saw, each once (process, logger, level, message)."""
     push = subprocess.run(
         [sys.executable, "-m", "supabase_log_handler", "push", "--json"],
         env=server.env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert push.returncode == 0, push.stdout + push.stderr
     assert sum(pending_entries(server.spool).values()) == 0
-
-
-def _stored(
-    db: Db, server: Server
-) -> tuple[list[tuple[str, str | None]], Counter[tuple[Any, ...]]]:
     runs = db.fetch(
         "select id::text, status, error_message from runs where script_name = %s",
         (server.script_name,),
     )
+    assert [(r[1], r[2]) for r in runs] == [("success", None)], (runs, output[-3000:])
     rows = db.fetch(
         "select (meta->'log'->>'process')::int, meta->'log'->>'logger', level, message"
-        " from logs where run_id = any(%s::uuid[])",
-        ([r[0] for r in runs],),
+        " from logs where run_id = %s",
+        (runs[0][0],),
     )
-    return [(r[1], r[2]) for r in runs], Counter(tuple(r) for r in rows)
-
-
-def _recorded(server: Server) -> Counter[tuple[Any, ...]]:
-    return Counter(
+    stored = Counter(tuple(r) for r in rows)
+    recorded = Counter(
         (r["pid"], r["logger"], DB_LEVEL.get(str(r["level"]), r["level"]), r["message"])
         for r in server.lines()
     )
+    assert stored == recorded, output[-3000:]
+    assert max(stored.values()) == 1
 
 
 def _reports(server: Server) -> dict[int, list[dict[str, Any]]]:
@@ -277,11 +273,7 @@ def test_uvicorn_stopped_by_a_signal_keeps_its_shutdown_lines_and_ends_in_succes
                  "Application shutdown complete.", f"Finished server process [{server.proc.pid}]",
                  "handled request 1"):  # fmt: skip
         assert line in messages, (line, messages)
-    _replay(server)
-    runs, stored = _stored(db, server)
-    assert runs == [("success", None)], (runs, output[-3000:])
-    assert stored == _recorded(server), output[-3000:]
-    assert max(stored.values()) == 1
+    _check_stored(db, server, output)
     if signum == signal.SIGINT:  # it ended by itself: its own ledger says nothing is lost
         _check_ledgers(_reports(server), {server.proc.pid})
 
@@ -308,9 +300,5 @@ def test_gunicorn_prefork_stopped_by_a_signal_keeps_master_and_worker_lines(
         assert line in messages, (line, messages)
     for pid in workers:
         assert f"Worker exiting (pid: {pid})" in messages, messages
-    _replay(server)
-    runs, stored = _stored(db, server)
-    assert runs == [("success", None)], (runs, output[-3000:])
-    assert stored == _recorded(server), output[-3000:]
-    assert max(stored.values()) == 1
+    _check_stored(db, server, output)
     _check_ledgers(_reports(server), {master, *workers})

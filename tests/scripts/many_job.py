@@ -1,11 +1,14 @@
-"""A job for the many-processes tests: ``python many_job.py TAG INDEX ROWS [--pause]``.
+"""A job for the many-processes and spool tests: ``python many_job.py TAG INDEX ROWS [--pause|--hold]``.
 
 It attaches a ``SupabaseHandler`` (settings from the environment) to the root
 logger, logs ROWS records ("TAG pINDEX row I") and ends by itself. With
 ``--pause`` it stops half way, waits until its sender has met the backend (a
 retry or an open breaker: the test keeps it down meanwhile), prints
 ``{"half": ...}`` with what it met, and waits for a line on stdin (the test
-brings the backend back meanwhile). It prints JSON lines: the run id
+brings the backend back meanwhile). With ``--hold`` it waits, once its records
+are logged, until nothing is left in memory (all delivered or, with
+``durability=disk`` and the backend down, in its spool segment), prints
+``{"held": stats}`` and sleeps until it is killed. It prints JSON lines: the run id
 once the records are logged, the handler's ``stats()`` after the package's exit
 drain, and ``exitclock``'s report of how long the exit took.
 """
@@ -50,6 +53,7 @@ def _met_backend(handler: SupabaseHandler) -> dict[str, object]:
 def main() -> None:
     tag, index, rows = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     pause = "--pause" in sys.argv[4:]
+    hold = "--hold" in sys.argv[4:]
     handler = SupabaseHandler(script_name=f"many-{tag}")
     _handler.append(handler)
     root = logging.getLogger()
@@ -64,6 +68,12 @@ def main() -> None:
     run = context.current_run()
     assert run is not None
     _say({"run_id": run.id, "logged": rows})
+    if hold:
+        deadline = time.monotonic() + 120
+        while handler.stats()["in_memory"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _say({"held": handler.stats()})
+        time.sleep(600)  # until the test kills it
     exitclock.start()  # the job's work is done: from here on it is the exit
 
 
