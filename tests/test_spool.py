@@ -272,6 +272,7 @@ print(json.dumps(modes))
 """
 
 
+@pytest.mark.process
 def test_spool_and_local_store_are_private_under_umask_022(
     gateway_faults: Gateway, tmp_path: Path
 ) -> None:
