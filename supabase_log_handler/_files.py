@@ -12,11 +12,24 @@ from pathlib import Path
 
 
 def make_private_dir(path: Path) -> None:
-    """Create ``path`` (and missing parents) as mode 0700; an existing directory is left as is."""
+    """Create ``path`` and its missing parents as mode 0700; an existing directory is left as is.
+
+    Each missing directory is made here, one by one: ``mkdir(parents=True)`` would give
+    the parents the umask's mode (0755 under the usual 022), so the package's own data
+    directory, made as the parent of the spool, would be readable by everyone.
+    """
     if path.is_dir():
         return
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path, 0o700)
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for directory in reversed(missing):
+        try:
+            directory.mkdir(mode=0o700)
+        except FileExistsError:  # made meanwhile by another process: theirs, left as is
+            continue
+        os.chmod(directory, 0o700)  # the umask may have cut the mode
 
 
 def create_private_file(path: Path) -> None:
