@@ -312,6 +312,7 @@ class Pipeline:
         self.deliverer.abort.set()
         self._seize_and_spool()
         self._stop_threads(deadline)
+        self.diag.say_unsaid_losses()
         return done
 
     def _settle_late(self, deadline: float) -> bool:
@@ -322,6 +323,7 @@ class Pipeline:
             done = self.drain_inline(deadline - 0.05)
             self.deliverer.abort.set()
             self._seize_and_spool()
+        self.diag.say_unsaid_losses()
         from . import lifecycle
 
         if lifecycle.exiting():
@@ -342,7 +344,7 @@ class Pipeline:
                     self.ledger.drop_raw(holding, skipped, "cancelled")
             spooled, failed, why = self.sender.spool_entries(entries)
             if failed:
-                self.diag.report("lost", f"{len(failed)} rows lost at exit: {why}")
+                self.diag.rows_lost(len(failed), f"at exit: {why}")
             self.ledger.settle(holding, CLOSER, spooled=spooled, dropped=failed,
                                reason="no_spool" if self.spool is None else "spool_failed")  # fmt: skip
 

@@ -206,7 +206,7 @@ class Sender:
             self._bury(entry, error)
         spooled, dropped, why = self.spool_entries(left)
         if dropped:
-            self.diag.report("lost", f"{len(dropped)} rows could not be kept: {reason}; {why}")
+            self.diag.rows_lost(len(dropped), f"{reason}; {why}")
         self.ledger.settle(
             holding, stage, delivered=delivered, dead=[e for e, _ in dead], spooled=spooled,
             dropped=dropped, reason=NO_SPOOL if self.spool is None else SPOOL_FAILED,

@@ -215,7 +215,7 @@ class Worker:
             return False
         self.batch = None
         if failed:
-            self.diag.report("lost", f"{len(failed)} rows could not be kept: {why}")
+            self.diag.rows_lost(len(failed), why)
         self.ledger.settle(batch, WORKER, spooled=spooled, dropped=failed, reason="spool_failed")
         self.sender.nudge()
         return True

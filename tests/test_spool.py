@@ -315,12 +315,6 @@ while not handler.stats()["dropped_total"]:  # the first rows are given up befor
 
 
 @pytest.mark.process
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: diagnostics.py allows one 'lost' line a minute, and nothing prints the "
-    "suppressed count before the process ends, so the run's final row, dropped at exit, is "
-    "counted in stats() but never on stderr",
-)
 def test_every_row_given_up_is_on_stderr_before_the_process_ends(tmp_path: Path) -> None:
     """Rows given up while running and at exit (a spool that cannot take them): stderr's counts add up to stats()."""
     out = run_script(LOST_AT_EXIT_JOB, env={"SPOOL": str(tmp_path / "spool")})

@@ -206,3 +206,23 @@ def test_max_interval_never_below_base() -> None:
     b.trip("down")
     b.trip("down")
     assert 9.5 < b.seconds_to_probe() <= 10
+
+
+def test_every_row_given_up_is_said_once_even_when_the_rate_limit_holds_lines_back(
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """Lines about lost rows are rate-limited, rows are not: the counts on stderr add up."""
+    from supabase_log_handler.diagnostics import Diagnostics
+
+    diag = Diagnostics(interval_s=3600.0)
+    for n in (3, 4, 5):
+        diag.rows_lost(n, "the disk is full")
+    diag.rows_lost(0, "nothing")
+    first = capsys.readouterr().err
+    assert first.count("rows could not be kept") == 1 and "3 rows" in first
+    diag.say_unsaid_losses()
+    diag.say_unsaid_losses()  # nothing left to say
+    later = capsys.readouterr().err
+    assert later.count("rows could not be kept") == 1 and "9 rows" in later
+    diag.rows_lost(2, "again")  # the limit starts over after a summary
+    assert "2 rows could not be kept: again" in capsys.readouterr().err
