@@ -33,4 +33,9 @@ fi
 .venv/bin/ruff check supabase_log_handler tests benchmarks examples
 .venv/bin/mypy supabase_log_handler
 # pytest exits 5 when it collected no test: that is a failure too (set -e).
-exec .venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q "$@"
+# Then the process, fork, signal and exit tests on Python 3.10 and 3.13 (not when pytest
+# was given arguments: a chosen test runs once, on the default interpreter).
+if [ "$#" -eq 0 ]; then
+  bash scripts/test_pythons.sh
+fi

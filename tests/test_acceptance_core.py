@@ -14,6 +14,8 @@ from stack.gateway import Gateway
 
 from supabase_log_handler import SupabaseHandler, start_run
 
+pytestmark = pytest.mark.process  # forks, signals or exits: also run on 3.10 and 3.13
+
 
 def _logs(db: Db, run_id: str) -> list[dict[str, Any]]:
     rows = db.fetch(

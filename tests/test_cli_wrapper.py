@@ -21,6 +21,8 @@ from supabase_log_handler.cli.wrapper import default_script_name, is_python_comm
 from supabase_log_handler.spool_files import pending_entries
 from supabase_log_handler.triggers import detect_triggered_by
 
+pytestmark = pytest.mark.process  # forks, signals or exits: also run on 3.10 and 3.13
+
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 SUPABASE_LOG = Path(sys.executable).parent / "supabase-log"
 

@@ -27,6 +27,8 @@ from stack.pgbouncer import DirectBackend
 from supabase_log_handler import SupabaseHandler, start_run
 from supabase_log_handler.spool_files import pending_entries, read_dead_letters
 
+pytestmark = pytest.mark.process  # forks, signals or exits: also run on 3.10 and 3.13
+
 # -- the direct sink: these fixtures replace the stack's for this module --------------------------
 
 
@@ -139,6 +141,7 @@ class _CollectorPauses:
         return sum(max(0.0, min(b, t1) - max(a, t0)) for a, b, _ in self.intervals)
 
 
+@pytest.mark.slow
 def test_outage_of_30s_loses_and_duplicates_nothing(
     external_gateway: tuple[Any, Db],
     make_handler: Callable[..., SupabaseHandler],

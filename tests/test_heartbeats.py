@@ -18,6 +18,7 @@ from stack.pgbouncer import DirectBackend, PgBouncer
 from supabase_log_handler import SupabaseHandler, start_run
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("sink", ["rest", "postgres"])
 def test_metrics_set_during_a_run_show_within_one_heartbeat(
     sink: str, db: Db, make_handler: Callable[..., SupabaseHandler],
@@ -48,6 +49,7 @@ def test_metrics_set_during_a_run_show_within_one_heartbeat(
             backend.close()
 
 
+@pytest.mark.process
 def test_on_the_seeds_schema_heartbeats_stop_quietly(
     fresh_gateway: Callable[..., Any], make_handler: Callable[..., SupabaseHandler],
     attach: Callable[..., logging.Logger],

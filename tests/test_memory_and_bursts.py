@@ -69,6 +69,7 @@ def slow_gateway(gateway_faults: Gateway) -> Iterator[Gateway]:
 
 
 @pytest.mark.process
+@pytest.mark.slow
 def test_eight_threads_bursting_against_a_backend_answering_in_half_a_second_lose_nothing(
     slow_gateway: Gateway, db: Db, supabase_env: dict[str, str], tmp_path: Path
 ) -> None:

@@ -25,6 +25,8 @@ from stack.gateway import Gateway
 from supabase_log_handler import SupabaseHandler, start_run
 from supabase_log_handler.spool_files import pending_entries, read_dead_letters
 
+pytestmark = pytest.mark.process  # forks, signals or exits: also run on 3.10 and 3.13
+
 TERMS = ("delivered", "spooled_pending", "dead_lettered", "dropped", "in_memory")
 
 

@@ -35,6 +35,7 @@ print(json.dumps({"run_id": context.current_run().id, "flushed": done, "stats": 
 
 
 @pytest.mark.process
+@pytest.mark.slow
 @pytest.mark.parametrize("sink", ["rest", "postgres"])
 def test_twenty_writers_store_exactly_a_million_rows(
     sink: str, fresh_gateway: Callable[..., Any], pgbouncer: PgBouncer, tmp_path: Path

@@ -13,6 +13,8 @@ import pytest
 
 from supabase_log_handler._ids import new_id, uuid7
 
+pytestmark = pytest.mark.process  # forks, signals or exits: also run on 3.10 and 3.13
+
 PIPE_DEADLINE_S = 10.0
 
 
