@@ -76,6 +76,7 @@ def stored(db: Db, tag: str) -> tuple[list[str], tuple[int, int, int]]:
 
 
 @pytest.mark.process
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["healthy", "slow", "down_first_half"])
 def test_twenty_processes_sharing_one_spool_store_every_row_once(
     backend: str, gateway_faults: Gateway, db: Db, tmp_path: Path, jobs: list[Proc]
