@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from ._threads import without_signals
 from .diagnostics import Diagnostics
 
 _alerts: list[threading.Thread] = []
@@ -44,7 +45,7 @@ def run_failed(run_row: dict[str, Any], errors: list[dict[str, Any]], settings: 
         except Exception as exc:
             _diag.report("alerts", f"failure alert not sent: {exc!r}")
 
-    thread = threading.Thread(target=send, name="supabase-log-alert", daemon=True)
+    thread = threading.Thread(target=without_signals(send), name="supabase-log-alert", daemon=True)
     try:
         thread.start()
     except RuntimeError:  # interpreter shutdown: no thread, and no time to wait for one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -84,6 +85,19 @@ def logs_of(db: Db, run_id: str) -> list[dict[str, Any]]:
         (run_id,),
     )
     return [dict(zip(("level", "step", "message", "meta"), r, strict=True)) for r in rows]
+
+
+def _abort_tree(pid: int) -> None:
+    """SIGABRT to a process and its descendants, children first: with PYTHONFAULTHANDLER set,
+    each prints every thread's stack on stderr."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        _abort_tree(int(child))
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGABRT)
 
 
 def unique(name: str) -> str:
@@ -289,7 +303,7 @@ def test_sigterm_is_forwarded_and_the_run_records_it(
     )
     proc = subprocess.Popen(
         [str(SUPABASE_LOG), "run", "-n", script, "--", sys.executable, "waiter.py"],
-        env=_env(tmp_path, supabase_env),
+        env=_env(tmp_path, {**supabase_env, "PYTHONFAULTHANDLER": "1"}),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -301,7 +315,12 @@ def test_sigterm_is_forwarded_and_the_run_records_it(
     ).start()  # type: ignore[union-attr]
     assert lines.get(timeout=60) == "ready\n"
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    try:
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # say where each process is stuck (faulthandler)
+        _abort_tree(proc.pid)
+        pytest.fail(f"the wrapper did not end; its stderr:\n{proc.communicate(timeout=30)[1]}")
+    assert rc == 128 + signal.SIGTERM
     run = one_run(db, script)
     assert run["status"] == "error" and run["error_message"].startswith(
         "terminated by signal SIGTERM"
@@ -312,6 +331,42 @@ def test_sigterm_is_forwarded_and_the_run_records_it(
         ("waiting for SIGTERM", None),
         ("ready", "stdout"),  # its print()
     ]
+
+
+def test_no_thread_of_the_wrapper_but_its_main_thread_can_take_a_signal(
+    tmp_path: Path, db: Db, supabase_env: dict[str, str]
+) -> None:
+    """The kernel may hand a process-directed SIGTERM to any thread that does not block it;
+    Python runs the handler only when the main thread wakes, so a signal landing on an
+    output reader would never be forwarded while the wrapper waits for its command."""
+    script = unique("mask-job")
+    proc = subprocess.Popen(
+        [str(SUPABASE_LOG), "run", "-n", script, "--", "bash", "-c",
+         "echo ready; echo to stderr >&2; exec sleep 60"],
+        env=_env(tmp_path, supabase_env), cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    try:
+        tasks = [int(t) for t in os.listdir(f"/proc/{proc.pid}/task")]
+        others = [t for t in tasks if t != proc.pid]
+        assert len(others) >= 2  # its stdout and stderr readers at least
+        for tid in others:
+            status = Path(f"/proc/{proc.pid}/task/{tid}/status").read_text()
+            mask = int(next(ln.split()[1] for ln in status.splitlines()
+                            if ln.startswith("SigBlk:")), 16)  # fmt: skip
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                assert mask >> (signum - 1) & 1, (tid, signum, status)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            rc = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            _abort_tree(proc.pid)
+            raise
+    assert rc == 128 + signal.SIGTERM
+    assert one_run(db, script)["metadata"]["signal"] == "SIGTERM"
 
 
 def test_programs_own_logging_configuration_keeps_working(

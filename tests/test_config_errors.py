@@ -14,12 +14,13 @@ from stack.gateway import Gateway
 from supabase_log_handler import ConfigurationError, SupabaseHandler
 from supabase_log_handler.spool_files import pending_entries
 
+pytestmark = pytest.mark.process  # forks, signals or exits: also run on 3.10 and 3.13
+
 JOB = """
 import json, logging, sys
 import supabase_log_handler
 from supabase_log_handler import context
 
-pytestmark = pytest.mark.process  # forks, signals or exits: also run on 3.10 and 3.13
 supabase_log_handler.install(script_name="anon-job")
 log = logging.getLogger("job")
 for i in range(25):

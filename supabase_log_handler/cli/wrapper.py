@@ -39,6 +39,7 @@ from typing import IO, Any
 from .. import autoattach
 from .._cmdline import mask_argv
 from .._scriptname import code_argument, name_for_code
+from .._threads import without_signals
 from ..capture import ENV_CAPTURE_PRINT
 from ..config import read_env_file
 from ..errors import ConfigurationError
@@ -129,7 +130,9 @@ class _Tee:
         self.command = command
         self.tail: collections.deque[str] = collections.deque(maxlen=200)
         self.lines = 0
-        self.thread = threading.Thread(target=self._run, name=f"supabase-log-{stream}", daemon=True)
+        self.thread = threading.Thread(
+            target=without_signals(self._run), name=f"supabase-log-{stream}", daemon=True
+        )
         self.thread.start()
 
     def _run(self) -> None:

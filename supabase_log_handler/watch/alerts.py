@@ -11,6 +11,7 @@ in error: it never raises and returns by its deadline even when a channel hangs
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._redact import Redactor
+from .._threads import without_signals
 from ..config import Settings
 from ..diagnostics import Diagnostics
 from .channels import Channel, Message, load_channels
@@ -103,7 +105,11 @@ def deliver(
             getattr(result, outcome).append(text)
 
     threads = [
-        threading.Thread(target=send, args=(ch,), name=f"supabase-log-alert-{ch.name}", daemon=True)
+        threading.Thread(
+            target=without_signals(functools.partial(send, ch)),
+            name=f"supabase-log-alert-{ch.name}",
+            daemon=True,
+        )
         for ch in channels
     ]
     for thread in threads:
@@ -373,7 +379,9 @@ def notify_run_failed(
         finally:
             finished.set()
 
-    threading.Thread(target=work, name="supabase-log-run-failed-alert", daemon=True).start()
+    threading.Thread(
+        target=without_signals(work), name="supabase-log-run-failed-alert", daemon=True
+    ).start()
     if not finished.wait(max(0.0, ends_at - _monotonic())) or cut_short.is_set():
         _count("gave_up")
         diagnostics.report(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from .._threads import without_signals
 from .schedules import DEFAULT_GRACE_S, Schedule
 
 
@@ -90,6 +91,6 @@ def declare_schedule_in_background(
             else:
                 _declared[key] = outcome
 
-    thread = threading.Thread(target=work, name="supabase-log-schedule", daemon=True)
+    thread = threading.Thread(target=without_signals(work), name="supabase-log-schedule", daemon=True)
     thread.start()
     return thread
