@@ -31,7 +31,7 @@ from .snapshot import KIND, LOG, ROW, ROW_DATA, ROW_MERGE, ROW_TABLE, RUN, RUN_O
 
 SPILL_PRESSURE = 0.5  # spool built batches while the sender is busy and the queue is this full
 REPORT_PRESSURE = 0.25  # say "N records dropped" once the queue is this empty
-BUILD_CHUNK = 256  # items built between two looks at the ledger (and a moment for other threads)
+BUILD_CHUNK = 32  # items built between two looks at the ledger (and a moment for other threads)
 
 
 class Worker:
