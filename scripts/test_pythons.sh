@@ -8,13 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 find_python() {
+  # A pyenv shim may be on PATH without that version selected: only an interpreter
+  # that really runs counts.
   local version="$1" candidate
-  if command -v "python$version" >/dev/null 2>&1; then
-    command -v "python$version"
-    return
-  fi
-  for candidate in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".*/bin/"python$version"; do
-    if [ -x "$candidate" ]; then
+  for candidate in "$(command -v "python$version" 2>/dev/null)" \
+      "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$version".*/bin/"python$version"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c "" >/dev/null 2>&1; then
       echo "$candidate"
       return
     fi

@@ -5,6 +5,7 @@ thread that needs it)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 
 _ASYNC_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM",
@@ -30,6 +31,29 @@ def without_signals(target: Callable[[], None]) -> Callable[[], None]:
         target()
 
     return run
+
+
+def start_without_signals(thread: threading.Thread) -> None:
+    """Start ``thread`` with the asynchronous signals already blocked: a new thread
+    inherits its creator's mask, so it never has a moment in which the kernel could
+    hand it a signal (its target should still be wrapped in ``without_signals``, for
+    platforms without ``pthread_sigmask``). A signal that arrives meanwhile waits, and
+    is delivered to this thread when its mask is restored."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    wanted = {getattr(signal, name) for name in _ASYNC_SIGNALS if hasattr(signal, name)}
+    try:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, wanted)
+    except (OSError, ValueError):
+        thread.start()
+        return
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def holds_logging_lock() -> bool:

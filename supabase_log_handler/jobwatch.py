@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._threads import without_signals
+from ._threads import start_without_signals, without_signals
 from .diagnostics import Diagnostics
 
 _alerts: list[threading.Thread] = []
@@ -47,7 +47,7 @@ def run_failed(run_row: dict[str, Any], errors: list[dict[str, Any]], settings: 
 
     thread = threading.Thread(target=without_signals(send), name="supabase-log-alert", daemon=True)
     try:
-        thread.start()
+        start_without_signals(thread)
     except RuntimeError:  # interpreter shutdown: no thread, and no time to wait for one
         return
     _alerts[:] = [t for t in _alerts if t.is_alive()] + [thread]

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import context
 from ._redact import Redactor
-from ._threads import holds_logging_lock, without_signals
+from ._threads import holds_logging_lock, start_without_signals, without_signals
 from .config import Settings
 from .delivery import Deliverer
 from .diagnostics import Diagnostics
@@ -196,7 +196,7 @@ class Pipeline:
             ]  # fmt: skip
             try:
                 for t in threads:
-                    t.start()
+                    start_without_signals(t)
             except RuntimeError:  # "can't create new thread at interpreter shutdown"
                 return False
             self.threads = threads

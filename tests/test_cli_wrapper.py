@@ -343,7 +343,7 @@ def test_no_thread_of_the_wrapper_but_its_main_thread_can_take_a_signal(
     proc = subprocess.Popen(
         [str(SUPABASE_LOG), "run", "-n", script, "--", "bash", "-c",
          "echo ready; echo to stderr >&2; exec sleep 60"],
-        env=_env(tmp_path, supabase_env), cwd=tmp_path,
+        env=_env(tmp_path, {**supabase_env, "PYTHONFAULTHANDLER": "1"}), cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -362,9 +362,11 @@ def test_no_thread_of_the_wrapper_but_its_main_thread_can_take_a_signal(
         proc.send_signal(signal.SIGTERM)
         try:
             rc = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired:  # say where each process is stuck (faulthandler)
+            status = Path(f"/proc/{proc.pid}/status").read_text()
             _abort_tree(proc.pid)
-            raise
+            pytest.fail(f"the wrapper did not end; {status}\nits stderr:\n"
+                        f"{proc.communicate(timeout=30)[1]}")  # fmt: skip
     assert rc == 128 + signal.SIGTERM
     assert one_run(db, script)["metadata"]["signal"] == "SIGTERM"
 

@@ -566,9 +566,12 @@ def test_root_at_debug_with_backend_down_has_no_feedback_loop_and_bounded_memory
     # nothing but the job's own records entered (and the handler's "N records dropped" rows)
     assert logs["accepted"] == info["logged"] + info["stats"]["drop_reports"], info
     assert logs["accepted"] == sum(logs[k] for k in TERMS), info
-    # DEBUG rows were shed; every WARNING found room by evicting a DEBUG row.
-    shed = info["stats"]["dropped"]["queue_full"]
-    assert shed.get("DEBUG", 0) > 0 and shed.get("WARNING", 0) == 0
+    # Backend down, spool off: rows are given up and counted (shed from a full queue, or
+    # dropped by the worker when it keeps up: that depends on the interpreter's speed),
+    # and a full queue never sheds a WARNING while it holds a DEBUG row to evict.
+    assert logs["dropped"] > 0, info
+    shed = info["stats"]["dropped"].get("queue_full", {})
+    assert shed.get("WARNING", 0) == 0, info
     bound = (
         4 * 1024 * 1024 + 3 * 1_000_000 + 4 * 1024 * 1024
     )  # queue + batches in flight + allowance

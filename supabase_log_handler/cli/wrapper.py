@@ -39,7 +39,7 @@ from typing import IO, Any
 from .. import autoattach
 from .._cmdline import mask_argv
 from .._scriptname import code_argument, name_for_code
-from .._threads import without_signals
+from .._threads import start_without_signals, without_signals
 from ..capture import ENV_CAPTURE_PRINT
 from ..config import read_env_file
 from ..errors import ConfigurationError
@@ -133,7 +133,7 @@ class _Tee:
         self.thread = threading.Thread(
             target=without_signals(self._run), name=f"supabase-log-{stream}", daemon=True
         )
-        self.thread.start()
+        start_without_signals(self.thread)
 
     def _run(self) -> None:
         for raw in iter(lambda: self.pipe.readline(65536), b""):

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any
 
-from .._threads import without_signals
+from .._threads import start_without_signals, without_signals
 from ..config import Settings, load_settings, read_env_file
 from ..errors import ConfigurationError
 from .security import TOKEN_ENV, check_bind, is_loopback
@@ -137,9 +137,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
     where = "" if is_loopback(args.host) else ", reachable from other machines"
     note(f"dashboard at {address}{lock}{where}; reading the {store.description}; Ctrl-C stops it")
     if args.open:
-        threading.Thread(
-            target=without_signals(lambda: _open_when_started(server, address)), daemon=True
-        ).start()
+        start_without_signals(
+            threading.Thread(
+                target=without_signals(lambda: _open_when_started(server, address)), daemon=True
+            )
+        )
     try:
         server.run(sockets=[sock])
     finally:

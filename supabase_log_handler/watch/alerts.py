@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .._redact import Redactor
-from .._threads import without_signals
+from .._threads import start_without_signals, without_signals
 from ..config import Settings
 from ..diagnostics import Diagnostics
 from .channels import Channel, Message, load_channels
@@ -113,7 +113,7 @@ def deliver(
         for ch in channels
     ]
     for thread in threads:
-        thread.start()
+        start_without_signals(thread)
     ends_at = _monotonic() + deadline_s
     for thread in threads:
         thread.join(max(0.0, ends_at - _monotonic()))
@@ -379,9 +379,11 @@ def notify_run_failed(
         finally:
             finished.set()
 
-    threading.Thread(
-        target=without_signals(work), name="supabase-log-run-failed-alert", daemon=True
-    ).start()
+    start_without_signals(
+        threading.Thread(
+            target=without_signals(work), name="supabase-log-run-failed-alert", daemon=True
+        )
+    )
     if not finished.wait(max(0.0, ends_at - _monotonic())) or cut_short.is_set():
         _count("gave_up")
         diagnostics.report(

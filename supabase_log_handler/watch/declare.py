@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .._threads import without_signals
+from .._threads import start_without_signals, without_signals
 from .schedules import DEFAULT_GRACE_S, Schedule
 
 
@@ -92,5 +92,5 @@ def declare_schedule_in_background(
                 _declared[key] = outcome
 
     thread = threading.Thread(target=without_signals(work), name="supabase-log-schedule", daemon=True)
-    thread.start()
+    start_without_signals(thread)
     return thread
