@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -130,6 +132,19 @@ def run_script(
     if check and proc.returncode != 0:
         raise AssertionError(f"script failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def abort_tree(pid: int) -> None:
+    """SIGABRT to a process and its descendants, children first: with PYTHONFAULTHANDLER set,
+    each Python among them prints every thread's stack on stderr (for a hang's report)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        abort_tree(int(child))
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGABRT)
 
 
 def last_json_line(text: str) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import signal
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import abort_tree
 from stack.fixtures import Db
 from stack.gateway import Gateway
 
@@ -85,19 +85,6 @@ def logs_of(db: Db, run_id: str) -> list[dict[str, Any]]:
         (run_id,),
     )
     return [dict(zip(("level", "step", "message", "meta"), r, strict=True)) for r in rows]
-
-
-def _abort_tree(pid: int) -> None:
-    """SIGABRT to a process and its descendants, children first: with PYTHONFAULTHANDLER set,
-    each prints every thread's stack on stderr."""
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for child in children:
-        _abort_tree(int(child))
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGABRT)
 
 
 def unique(name: str) -> str:
@@ -318,7 +305,7 @@ def test_sigterm_is_forwarded_and_the_run_records_it(
     try:
         rc = proc.wait(timeout=60)
     except subprocess.TimeoutExpired:  # say where each process is stuck (faulthandler)
-        _abort_tree(proc.pid)
+        abort_tree(proc.pid)
         pytest.fail(f"the wrapper did not end; its stderr:\n{proc.communicate(timeout=30)[1]}")
     assert rc == 128 + signal.SIGTERM
     run = one_run(db, script)
@@ -364,7 +351,7 @@ def test_no_thread_of_the_wrapper_but_its_main_thread_can_take_a_signal(
             rc = proc.wait(timeout=60)
         except subprocess.TimeoutExpired:  # say where each process is stuck (faulthandler)
             status = Path(f"/proc/{proc.pid}/status").read_text()
-            _abort_tree(proc.pid)
+            abort_tree(proc.pid)
             pytest.fail(f"the wrapper did not end; {status}\nits stderr:\n"
                         f"{proc.communicate(timeout=30)[1]}")  # fmt: skip
     assert rc == 128 + signal.SIGTERM

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SCRIPTS, assert_identity
+from conftest import ROOT, SCRIPTS, abort_tree, assert_identity
 from stack.fixtures import Db
 from stack.gateway import Gateway
 from stack.pgbouncer import DirectBackend
@@ -136,6 +136,7 @@ def _env(gateway: Any, spool: Path, ending: str) -> dict[str, str]:
         SUPABASE_LOG_RETRY_DEADLINE_S="0.6",
         SUPABASE_LOG_PROBE_INTERVAL_S="0.2",
         PYTHONPATH=os.pathsep.join([str(ROOT), str(SCRIPTS)]),
+        PYTHONFAULTHANDLER="1",
     )
     if ending == "sigkill_disk":
         env["SUPABASE_LOG_DURABILITY"] = "disk"
@@ -173,7 +174,11 @@ def _run_case(env: dict[str, str], shape: str, ending: str, tag: str) -> tuple[l
             proc.send_signal(signal.SIGKILL if ending == "sigkill_disk" else signal.SIGTERM)
             out, err = proc.communicate(timeout=120)
             return seen + _lines(out), err, proc.returncode
-        out, err = proc.communicate(timeout=120)
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:  # say where each process is stuck (faulthandler)
+            abort_tree(proc.pid)
+            pytest.fail(f"the job did not end; its stderr:\n{proc.communicate(timeout=30)[1][-20000:]}")
         return _lines(out), err, proc.returncode
     finally:
         if proc.poll() is None:
