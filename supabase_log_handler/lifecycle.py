@@ -51,6 +51,7 @@ _state: dict[str, Any] = {
     "depth": 0,  # main thread inside a drain/flush of ours
     "pending": None,  # a SIGTERM that arrived meanwhile: (signum, frame)
     "terminating": False,
+    "sigterms": 0,  # times _on_sigterm started
     "mp_child_hook": False,
     "exit_status": None,  # what the main thread passed to sys.exit
     "main": threading.main_thread().ident,  # read by emit, to defer a SIGTERM that interrupts it
@@ -230,6 +231,7 @@ def notice_takeover() -> None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    _state["sigterms"] += 1  # read by _sigwatch: the handler did run
     if _state["terminating"]:  # a second SIGTERM (multiprocessing sends several)
         return
     if _state["depth"] > 0:  # we interrupted our own drain: finish it first
@@ -269,6 +271,11 @@ def _child_started(_: object) -> None:
     import multiprocessing.util as mp_util
 
     mp_util.Finalize(None, drain_all, exitpriority=100)
+    if _state["signal"]:  # Pool.terminate() sends SIGTERM to workers waiting for a task
+        from . import _sigwatch
+
+        _sigwatch.arm(lambda: _state["sigterms"],
+                      lambda: signal.getsignal(signal.SIGTERM) is _on_sigterm)  # fmt: skip
 
 
 class _Marker:
@@ -290,6 +297,9 @@ def _before_fork() -> None:
 
 
 def _after_fork_in_child() -> None:
+    from . import _sigwatch
+
+    _sigwatch.disarm_after_fork()
     _state.update(
         depth=0, pending=None, terminating=False, pid=os.getpid(), main=threading.get_ident()
     )

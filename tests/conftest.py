@@ -134,17 +134,28 @@ def run_script(
     return proc
 
 
-def abort_tree(pid: int) -> None:
+def abort_tree(pid: int) -> str:
     """SIGABRT to a process and its descendants, children first: with PYTHONFAULTHANDLER set,
-    each Python among them prints every thread's stack on stderr (for a hang's report)."""
+    each Python among them prints every thread's stack on stderr (for a hang's report).
+    Returns each process's and thread's signal masks, read from /proc first."""
+    said = []
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         children = []
     for child in children:
-        abort_tree(int(child))
+        said.append(abort_tree(int(child)))
+    try:
+        for task in sorted(os.listdir(f"/proc/{pid}/task")):
+            status = Path(f"/proc/{pid}/task/{task}/status").read_text().splitlines()
+            keep = [ln for ln in status if ln.startswith(("Name:", "State:", "SigPnd:", "ShdPnd:",
+                                                          "SigBlk:", "SigIgn:", "SigCgt:"))]  # fmt: skip
+            said.append(f"pid {pid} task {task}: " + "; ".join(keep))
+    except OSError:
+        pass
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGABRT)
+    return "\n".join(said)
 
 
 def last_json_line(text: str) -> Any:

@@ -155,6 +155,14 @@ def _lines(text: str) -> list[dict[str, Any]]:
     return out
 
 
+def _read_until_ready(proc: subprocess.Popen[str], into: list[str]) -> None:
+    assert proc.stdout is not None
+    for line in iter(proc.stdout.readline, ""):
+        into.append(line)
+        if '"ready"' in line:
+            return
+
+
 def _run_case(env: dict[str, str], shape: str, ending: str, tag: str) -> tuple[list[dict[str, Any]], str, int]:
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPTS / "matrix_job.py"), shape, ending, tag],
@@ -167,18 +175,28 @@ def _run_case(env: dict[str, str], shape: str, ending: str, tag: str) -> tuple[l
         if ending.startswith("sig"):
             assert proc.stdout is not None
             seen: list[dict[str, Any]] = []
-            while not any("ready" in r for r in seen):
-                line = proc.stdout.readline()
-                assert line, f"the job ended before it was ready: {proc.stderr.read() if proc.stderr else ''}"
+            first: list[str] = []
+            reader = threading.Thread(  # read up to "ready", so the wait has a deadline
+                target=_read_until_ready, args=(proc, first), daemon=True
+            )
+            reader.start()
+            reader.join(120)
+            if reader.is_alive():
+                masks = abort_tree(proc.pid)  # say where each process is stuck (faulthandler)
+                pytest.fail(f"the job never got ready; {masks}\nits stderr:\n"
+                            f"{proc.communicate(timeout=30)[1][-20000:]}")  # fmt: skip
+            for line in first:
                 seen.extend(_lines(line))
+            assert any("ready" in r for r in seen), (
+                f"the job ended before it was ready: {proc.stderr.read() if proc.stderr else ''}")
             proc.send_signal(signal.SIGKILL if ending == "sigkill_disk" else signal.SIGTERM)
             out, err = proc.communicate(timeout=120)
             return seen + _lines(out), err, proc.returncode
         try:
             out, err = proc.communicate(timeout=120)
         except subprocess.TimeoutExpired:  # say where each process is stuck (faulthandler)
-            abort_tree(proc.pid)
-            pytest.fail(f"the job did not end; its stderr:\n{proc.communicate(timeout=30)[1][-20000:]}")
+            masks = abort_tree(proc.pid)
+            pytest.fail(f"the job did not end; {masks}\nits stderr:\n{proc.communicate(timeout=30)[1][-20000:]}")
         return _lines(out), err, proc.returncode
     finally:
         if proc.poll() is None:

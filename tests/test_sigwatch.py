@@ -1,0 +1,33 @@
+"""A SIGTERM whose Python handler is due while the main thread sleeps in a wait that does not
+watch for signals: the watcher wakes the main thread, the child drains and ends by the signal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, SCRIPTS
+
+pytestmark = pytest.mark.process  # forks, signals or exits: also run on 3.10 and 3.13
+
+
+def test_a_fork_child_whose_sigterm_tripped_elsewhere_still_drains_and_ends(tmp_path: Path) -> None:
+    """The kernel ran the child's SIGTERM handler on a helper thread while its main thread waited
+    on a multiprocessing lock: without a wake-up the handler never runs and the child never ends."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
+    env.update(SUPABASE_LOG_LOCAL_DB=str(tmp_path / "local.db"),
+               SUPABASE_LOG_SPOOL=str(tmp_path / "spool"), PYTHONPATH=str(ROOT))  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "sigwatch_job.py"), "60"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"exitcode {-signal.SIGTERM}" in out.stdout, (out.stdout, out.stderr)
+    with sqlite3.connect(tmp_path / "local.db") as db:
+        messages = sorted(m for (m,) in db.execute("select message from logs"))
+    assert messages == ["child waiting", "parent"]  # the child drained before it ended
