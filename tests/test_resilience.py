@@ -404,6 +404,19 @@ def test_dictconfig_reconfiguration_keeps_every_row(
         {**supabase_env, "SUPABASE_LOG_SPOOL": str(tmp_path / "spool")},
     )
     run_id = last_json_line(out.stdout)["run_id"]
+    stored, distinct = db.fetch(
+        "select count(*), count(distinct message) from logs where run_id = %s", (run_id,)
+    )[0]
+    # The first handler was closed while its sender may still have been loading its client:
+    # its rows went to the spool then, and the exit replays them if time allows (on a busy
+    # machine some may wait for the next process or push). None is lost or doubled.
+    spool = tmp_path / "spool"
+    assert stored == distinct and stored + pending_entries(spool)["logs"] == 400
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
+    env.update(supabase_env, SUPABASE_LOG_SPOOL=str(spool))
+    done = subprocess.run([sys.executable, "-m", "supabase_log_handler", "push"], env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
     assert db.fetch(
         "select count(*), count(distinct message) from logs where run_id = %s", (run_id,)
     ) == [(400, 400)]
