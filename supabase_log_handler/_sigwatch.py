@@ -7,7 +7,7 @@ multiprocessing pool worker reaching for its task queue's lock as
 ``Pool.terminate()`` sends SIGTERM) only marks the handler as due: the wait goes
 on, the handler never runs, and ``Pool.__exit__`` waits for that worker forever.
 
-In multiprocessing children, where this happens, ``arm()`` points the
+In forked multiprocessing children, where this happens, ``arm()`` points the
 interpreter's wakeup fd at a pipe (only when nothing else uses it) and a small
 thread reads it: when a SIGTERM came and the handler has not run soon after,
 the thread sends SIGTERM to the main thread itself, which interrupts the wait.

@@ -264,14 +264,14 @@ def _register_multiprocessing_child_drain() -> None:
     import multiprocessing
 
     if multiprocessing.parent_process() is not None:
-        _child_started(None)
+        _child_started(None, watch=False)  # called by a constructor: no thread, no pipe here
 
 
-def _child_started(_: object) -> None:
+def _child_started(_: object, *, watch: bool = True) -> None:
     import multiprocessing.util as mp_util
 
     mp_util.Finalize(None, drain_all, exitpriority=100)
-    if _state["signal"]:  # Pool.terminate() sends SIGTERM to workers waiting for a task
+    if watch and _state["signal"]:  # Pool.terminate() sends SIGTERM to workers waiting for a task
         from . import _sigwatch
 
         _sigwatch.arm(lambda: _state["sigterms"],
