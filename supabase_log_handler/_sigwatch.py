@@ -26,6 +26,15 @@ from ._threads import start_without_signals, without_signals
 KICK_AFTER_S = 0.2  # how long the handler may take to start before the main thread is woken
 KICKS = 25  # at most this many wake-ups per SIGTERM
 _armed = {"read": -1, "write": -1}  # this process's pipe, if armed
+_counts = {"signals": 0, "kicks": 0}  # SIGTERMs the watcher looked at, wake-ups it sent
+_decided = threading.Condition()  # notified each time the watcher is done with a SIGTERM
+
+
+def wait_for_signals(count: int, timeout_s: float) -> dict[str, int]:
+    """Wait until the watcher is done with ``count`` SIGTERMs (or the deadline); its counts."""
+    with _decided:
+        _decided.wait_for(lambda: _counts["signals"] >= count, timeout_s)
+        return dict(_counts)
 
 
 def arm(handled_count: Callable[[], int], ours: Callable[[], bool]) -> bool:
@@ -37,6 +46,7 @@ def arm(handled_count: Callable[[], int], ours: Callable[[], bool]) -> bool:
     """
     if not hasattr(signal, "pthread_kill") or threading.current_thread() is not threading.main_thread():
         return False
+    first_seen = handled_count()  # before any signal can write to the pipe
     try:
         read_fd, write_fd = os.pipe()
     except OSError:
@@ -58,6 +68,10 @@ def arm(handled_count: Callable[[], int], ours: Callable[[], bool]) -> bool:
     assert main is not None
 
     def watch() -> None:
+        # The handler count is read before each wait for a byte, never after it: a
+        # handler that ran between the signal and this thread's waking (the main
+        # thread is often first to the GIL) counts as run, and is not run again.
+        seen = first_seen
         while True:
             try:
                 data = os.read(read_fd, 64)
@@ -67,19 +81,26 @@ def arm(handled_count: Callable[[], int], ours: Callable[[], bool]) -> bool:
                 return
             if signal.SIGTERM not in data:
                 continue
-            seen = handled_count()
             pause = threading.Event()
             kicked = False
             for _ in range(KICKS):
-                if pause.wait(KICK_AFTER_S) or handled_count() != seen or not ours():
+                if handled_count() != seen or not ours():
+                    break
+                pause.wait(KICK_AFTER_S)
+                if handled_count() != seen or not ours():
                     break
                 try:
                     signal.pthread_kill(main, signal.SIGTERM)
                 except (OSError, ValueError):
                     return
                 kicked = True
+                _counts["kicks"] += 1
             if kicked:  # our own wake-ups wrote bytes too: they are not new signals
                 _drain(read_fd)
+            seen = handled_count()
+            with _decided:
+                _counts["signals"] += 1
+                _decided.notify_all()
 
     thread = threading.Thread(target=without_signals(watch), name="supabase-log-signals", daemon=True)
     try:
@@ -95,6 +116,9 @@ def arm(handled_count: Callable[[], int], ours: Callable[[], bool]) -> bool:
 def disarm_after_fork() -> None:
     """In a forked child (main thread): the pipe is the parent's, and its watcher did not
     come along; a signal here must not wake the parent's watcher."""
+    global _decided
+    _decided = threading.Condition()  # the parent's watcher may have held its lock
+    _counts.update(signals=0, kicks=0)
     read_fd, write_fd = _armed["read"], _armed["write"]
     if write_fd == -1:
         return

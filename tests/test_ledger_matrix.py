@@ -254,7 +254,15 @@ def test_every_record_ends_in_postgresql_exactly_once(
         "select count(distinct message) from logs where run_id = %s and message like %s",
         (run_id, tag + " %"),
     )
-    assert (total, distinct) == (expected, expected), (total, distinct, expected, err[-2000:])
+    if (total, distinct) != (expected, expected):  # say where the missing rows could be
+        others = db.fetch(
+            "select level, message from logs where run_id = %s and message not like %s",
+            (run_id, tag + " %"),
+        )
+        spooled = sorted(p.name for p in spool.iterdir()) if spool.exists() else []
+        pytest.fail(f"{total} rows ({distinct} distinct) of {expected}; untagged {others}; "
+                    f"ledger {report[-1] if report else None}; spool {spooled}; "
+                    f"push {push.stdout[-2000:]}{push.stderr[-2000:]}; job stderr {err[-3000:]}")  # fmt: skip
     assert tagged == logged + (1 if ending in ("close", "logging_shutdown") else 0)
     status, message = db.fetch(
         "select status, coalesce(error_message, '') from runs where id = %s", (run_id,)

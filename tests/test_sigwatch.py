@@ -31,3 +31,19 @@ def test_a_fork_child_whose_sigterm_tripped_elsewhere_still_drains_and_ends(tmp_
     with sqlite3.connect(tmp_path / "local.db") as db:
         messages = sorted(m for (m,) in db.execute("select message from logs"))
     assert messages == ["child waiting", "parent"]  # the child drained before it ended
+
+
+def test_a_sigterm_whose_handler_already_ran_is_not_delivered_again(tmp_path: Path) -> None:
+    """The main thread often runs the handler before the watcher reads the signal's byte: the
+    watcher must see that it ran. A second delivery would run the application's handler twice
+    (for a ``sys.exit`` handler: an exit raised inside the first one's exit drain)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
+    env.update(SUPABASE_LOG_LOCAL_DB=str(tmp_path / "local.db"),
+               SUPABASE_LOG_SPOOL=str(tmp_path / "spool"), PYTHONPATH=str(ROOT))  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "sigwatch_job.py"), "120", "handled", "20"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "exitcode 0" in out.stdout, (out.stdout, out.stderr)
+    assert "calls 20 kicks 0" in out.stdout, (out.stdout, out.stderr)

@@ -1,16 +1,24 @@
 """A fork child whose SIGTERM trips on another thread while its main thread waits on a
 multiprocessing lock (as a pool worker waits for a task when Pool.terminate() signals it).
 
-Argument: how long the parent waits for the child, in seconds."""
+``sigwatch_job.py SECONDS`` (how long the parent waits for the child), or
+``sigwatch_job.py SECONDS handled N``: the application's own SIGTERM handler is there
+before ours, and the child sends itself N SIGTERMs whose handler runs at once; it
+prints how often the application's handler ran and how often the watcher woke it."""
 
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
 import time
 
-from supabase_log_handler import SupabaseHandler
+APP_CALLS = [0]
+if sys.argv[2:3] == ["handled"]:  # the application's handler, installed before ours
+    signal.signal(signal.SIGTERM, lambda s, f: APP_CALLS.__setitem__(0, APP_CALLS[0] + 1))
+
+from supabase_log_handler import SupabaseHandler  # noqa: E402
 
 handler = SupabaseHandler(script_name="sigwatch-job")
 logging.basicConfig(level=logging.INFO, handlers=[handler])
@@ -28,9 +36,28 @@ def child(lock) -> None:
     lock.acquire()  # held by the parent forever: only a signal handler ends this wait
 
 
+def handled_child(signals: int) -> None:
+    from supabase_log_handler import _sigwatch
+
+    log.info("child signalling itself")
+    for i in range(1, signals + 1):
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the watcher reads the byte
+        while APP_CALLS[0] < i:
+            pass
+        counts = _sigwatch.wait_for_signals(i, 60)
+        assert counts["signals"] == i, counts
+    print("calls", APP_CALLS[0], "kicks", _sigwatch.wait_for_signals(signals, 60)["kicks"], flush=True)
+
+
 if __name__ == "__main__":
     log.info("parent")
     ctx = multiprocessing.get_context("fork")
+    if sys.argv[2:3] == ["handled"]:
+        p = ctx.Process(target=handled_child, args=(int(sys.argv[3]),))
+        p.start()
+        p.join(float(sys.argv[1]))
+        print("exitcode", p.exitcode, flush=True)
+        sys.exit(0)
     lock = ctx.Lock()
     lock.acquire()
     p = ctx.Process(target=child, args=(lock,))
