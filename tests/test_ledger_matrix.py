@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,10 @@ from stack.fixtures import Db
 from stack.gateway import Gateway
 from stack.pgbouncer import DirectBackend
 
-from supabase_log_handler.spool_files import pending_entries
+from supabase_log_handler.rows import E_MERGE, E_TABLE
+from supabase_log_handler.spool import _open_segment
+from supabase_log_handler.spool_files import pending_entries, pending_segments
+from supabase_log_handler.spool_frames import parse_frame
 
 BACKENDS = ("up", "down", "slow", "flapping")
 ENDINGS = ("script_ends", "sys_exit", "uncaught", "close", "logging_shutdown",
@@ -120,6 +124,25 @@ def backend(target: Any, request: pytest.FixtureRequest) -> Iterator[str]:
         flapper.join(10)
     target.clear_faults()
     target.start()
+
+
+def pending_entries_by_mode(path: Path) -> Counter[str]:
+    """A segment's entries not yet replayed, as ``table:mode`` (0 insert, 1 merge, 2 heartbeat)."""
+    counts: Counter[str] = Counter()
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return counts
+    try:
+        seg = _open_segment(path, fd, "runs")
+        buf = os.pread(fd, seg.end - seg.progress, seg.progress) if seg is not None else b""
+    finally:
+        os.close(fd)
+    pos = 0
+    while (parsed := parse_frame(buf, pos)) is not None:
+        entry, pos = parsed
+        counts[f"{entry[E_TABLE]}:{entry[E_MERGE]}"] += 1
+    return counts
 
 
 def _env(gateway: Any, spool: Path, ending: str) -> dict[str, str]:
@@ -233,6 +256,7 @@ def test_every_record_ends_in_postgresql_exactly_once(
         assert stats["in_memory"] == 0, stats
         assert stats["dropped_total"] == 0, stats
 
+    before_push = {path.name: dict(pending_entries_by_mode(path)) for path in pending_segments(spool)}
     # The backend is healthy again; a later process replays what was spooled.
     target.clear_faults()
     target.start()
@@ -254,20 +278,26 @@ def test_every_record_ends_in_postgresql_exactly_once(
         "select count(distinct message) from logs where run_id = %s and message like %s",
         (run_id, tag + " %"),
     )
-    if (total, distinct) != (expected, expected):  # say where the missing rows could be
+    run_rows = db.fetch("select status, coalesce(error_message, '') from runs where id = %s", (run_id,))
+
+    def explain() -> str:  # where a missing row or state could be
         others = db.fetch(
             "select level, message from logs where run_id = %s and message not like %s",
             (run_id, tag + " %"),
         )
-        spooled = sorted(p.name for p in spool.iterdir()) if spool.exists() else []
-        pytest.fail(f"{total} rows ({distinct} distinct) of {expected}; untagged {others}; "
-                    f"ledger {report[-1] if report else None}; spool {spooled}; "
-                    f"push {push.stdout[-2000:]}{push.stderr[-2000:]}; job stderr {err[-3000:]}")  # fmt: skip
+        logged_requests = target.requests if isinstance(target, Gateway) else []
+        runs_requests = [r for r in logged_requests if "/runs" in r.path]
+        return (f"{total} rows ({distinct} distinct) of {expected}; run {run_rows}; untagged "
+                f"{others}; ledger {report[-1] if report else None}; spool before push "
+                f"{before_push}; push {push.stdout[-2000:]}{push.stderr[-2000:]}; runs requests "
+                f"{runs_requests[-40:]}; job stderr {err[-3000:]}")  # fmt: skip
+
+    assert (total, distinct) == (expected, expected), explain()
     assert tagged == logged + (1 if ending in ("close", "logging_shutdown") else 0)
     status, message = db.fetch(
         "select status, coalesce(error_message, '') from runs where id = %s", (run_id,)
     )[0]
     want_status, want_message = STATUS[ending]
-    assert status == want_status, (status, message, err[-2000:])
+    assert status == want_status, explain()
     if want_message:
         assert message.startswith(want_message), message
