@@ -9,7 +9,9 @@ Registered, not started (no thread, no I/O), when a handler is constructed:
   later ``atexit`` functions logged.
 * Fork: before it, the implicit run is opened (children log into it) and a client
   still loading is waited for; ``multiprocessing`` children drain when their
-  work ends (they leave through ``os._exit``, which skips ``atexit``).
+  work ends (they leave through ``os._exit``, which skips ``atexit``). A SIGTERM
+  with a Python handler is held over the fork, so a child never runs it inside an
+  at-fork hook (where its exit would be ignored).
 * SIGTERM (main thread, when the disposition is still the default): the runs are
   failed with "terminated by SIGTERM", the handlers drain, and the process ends
   by the signal as it would have. An application that handles SIGTERM itself
@@ -270,12 +272,15 @@ def _register_multiprocessing_child_drain() -> None:
 def _child_started(_: object, *, watch: bool = True) -> None:
     import multiprocessing.util as mp_util
 
-    mp_util.Finalize(None, drain_all, exitpriority=100)
-    if watch and _state["signal"]:  # Pool.terminate() sends SIGTERM to workers waiting for a task
-        from . import _sigwatch
+    try:
+        mp_util.Finalize(None, drain_all, exitpriority=100)
+        if watch and _state["signal"]:  # Pool.terminate() sends SIGTERM to workers waiting for a task
+            from . import _sigwatch
 
-        _sigwatch.arm(lambda: _state["sigterms"],
-                      lambda: signal.getsignal(signal.SIGTERM) is _on_sigterm)  # fmt: skip
+            _sigwatch.arm(lambda: _state["sigterms"],
+                          lambda: signal.getsignal(signal.SIGTERM) is _on_sigterm)  # fmt: skip
+    finally:
+        _release_sigterm()  # held over the fork: its handler may now run, and its exit propagates
 
 
 class _Marker:
@@ -294,6 +299,36 @@ def _before_fork() -> None:
 
         mp_util.register_after_fork(_marker, _child_started)
         _state["mp_child_hook"] = True
+    _hold_sigterm()
+
+
+# A SIGTERM that reaches a forked child while it runs its at-fork hooks (a pool worker
+# still starting when Pool.terminate() signals it) would run a Python handler inside a
+# hook, where CPython ignores the exception it raises (SystemExit): the signal would be
+# gone and Pool.__exit__ would wait for that worker for ever. So a handled SIGTERM is
+# blocked over the fork, and let through in the child where an exception propagates: a
+# multiprocessing child at its first after-fork callback (_child_started), another
+# child as its last at-fork hook returns.
+_held = threading.local()  # the forking thread's signal mask before the hold
+
+
+def _hold_sigterm() -> None:
+    _held.mask = None
+    if not _handlers or not callable(signal.getsignal(signal.SIGTERM)):
+        return  # the default action needs no Python code: nothing can swallow it
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        _held.mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _release_sigterm() -> None:
+    mask, _held.mask = getattr(_held, "mask", None), None
+    if mask is not None and signal.SIGTERM not in mask:
+        with contextlib.suppress(OSError, ValueError):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+
+
+def _after_fork_in_parent() -> None:
+    _release_sigterm()
 
 
 def _after_fork_in_child() -> None:
@@ -303,9 +338,14 @@ def _after_fork_in_child() -> None:
     _state.update(
         depth=0, pending=None, terminating=False, pid=os.getpid(), main=threading.get_ident()
     )
+    caller = sys._getframe(1).f_globals.get("__name__") if hasattr(sys, "_getframe") else None
+    if not (caller == "multiprocessing.popen_fork" and _state["mp_child_hook"]):
+        _release_sigterm()  # a SIGTERM now runs its handler once fork() has returned
 
 
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
 
 
 def reset() -> None:

@@ -47,3 +47,19 @@ def test_a_sigterm_whose_handler_already_ran_is_not_delivered_again(tmp_path: Pa
     assert out.returncode == 0, out.stderr
     assert "exitcode 0" in out.stdout, (out.stdout, out.stderr)
     assert "calls 20 kicks 0" in out.stdout, (out.stdout, out.stderr)
+
+
+def test_a_sigterm_during_the_childs_at_fork_hooks_still_ends_it(tmp_path: Path) -> None:
+    """A pool worker still starting when ``Pool.terminate()`` signals it: the application's
+    ``sys.exit`` handler would run inside an at-fork hook, where CPython ignores its exit, and
+    the worker would wait for a task for ever. The signal waits until the exit can propagate."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
+    env.update(SUPABASE_LOG_LOCAL_DB=str(tmp_path / "local.db"),
+               SUPABASE_LOG_SPOOL=str(tmp_path / "spool"), PYTHONPATH=str(ROOT))  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "sigwatch_job.py"), "60", "forkhook"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "exitcode 0" in out.stdout, (out.stdout, out.stderr)
+    assert "Exception ignored" not in out.stderr, out.stderr

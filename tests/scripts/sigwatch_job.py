@@ -4,7 +4,10 @@ multiprocessing lock (as a pool worker waits for a task when Pool.terminate() si
 ``sigwatch_job.py SECONDS`` (how long the parent waits for the child), or
 ``sigwatch_job.py SECONDS handled N``: the application's own SIGTERM handler is there
 before ours, and the child sends itself N SIGTERMs whose handler runs at once; it
-prints how often the application's handler ran and how often the watcher woke it."""
+prints how often the application's handler ran and how often the watcher woke it.
+``sigwatch_job.py SECONDS forkhook``: the application's handler (``sys.exit(0)``) is
+there before ours, and the child is sent SIGTERM while it runs its at-fork hooks (as a
+pool worker still starting when ``Pool.terminate()`` signals it); it must end."""
 
 import logging
 import multiprocessing
@@ -17,6 +20,8 @@ import time
 APP_CALLS = [0]
 if sys.argv[2:3] == ["handled"]:  # the application's handler, installed before ours
     signal.signal(signal.SIGTERM, lambda s, f: APP_CALLS.__setitem__(0, APP_CALLS[0] + 1))
+if sys.argv[2:3] == ["forkhook"]:
+    signal.signal(signal.SIGTERM, lambda s, f: sys.exit(0))
 
 from supabase_log_handler import SupabaseHandler  # noqa: E402
 
@@ -52,6 +57,17 @@ def handled_child(signals: int) -> None:
 if __name__ == "__main__":
     log.info("parent")
     ctx = multiprocessing.get_context("fork")
+    if sys.argv[2:3] == ["forkhook"]:
+        lock = ctx.Lock()
+        lock.acquire()
+        os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
+        p = ctx.Process(target=lock.acquire)  # only the SIGTERM can end this child
+        p.start()
+        p.join(float(sys.argv[1]))
+        print("exitcode", p.exitcode, flush=True)
+        if p.exitcode is None:
+            p.kill()
+        sys.exit(0)
     if sys.argv[2:3] == ["handled"]:
         p = ctx.Process(target=handled_child, args=(int(sys.argv[3]),))
         p.start()
