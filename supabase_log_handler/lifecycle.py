@@ -55,6 +55,7 @@ _state: dict[str, Any] = {
     "terminating": False,
     "sigterms": 0,  # times _on_sigterm started
     "mp_child_hook": False,
+    "fork_hooks": False,  # our at-fork hooks are registered (in this interpreter and its forks)
     "exit_status": None,  # what the main thread passed to sys.exit
     "main": threading.main_thread().ident,  # read by emit, to defer a SIGTERM that interrupts it
 }
@@ -63,6 +64,7 @@ _state: dict[str, Any] = {
 def register(handler: SupabaseHandler) -> None:
     """Install the process hooks for ``handler`` (once per process; signals from the main thread)."""
     _handlers.add(handler)
+    _register_fork_hooks()
     settings = handler.settings
     if _state["pid"] != os.getpid():
         _state["pid"] = os.getpid()
@@ -308,7 +310,7 @@ def _before_fork() -> None:
 # gone and Pool.__exit__ would wait for that worker for ever. So a handled SIGTERM is
 # blocked over the fork, and let through in the child where an exception propagates: a
 # multiprocessing child at its first after-fork callback (_child_started), another
-# child as its last at-fork hook returns.
+# child as the package's last at-fork hook returns.
 _held = threading.local()  # the forking thread's signal mask before the hold
 
 
@@ -343,9 +345,15 @@ def _after_fork_in_child() -> None:
         _release_sigterm()  # a SIGTERM now runs its handler once fork() has returned
 
 
-os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
-)
+def _register_fork_hooks() -> None:
+    """Once per interpreter (a child inherits them), from the first handler's constructor:
+    registered after the pipeline's, ours run first before a fork (the implicit run is
+    opened, then the pipeline waits for its sender) and last in the child (every copy of
+    the parent's state is reset before a held SIGTERM may run its handler)."""
+    if not _state["fork_hooks"]:
+        _state["fork_hooks"] = True
+        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                            after_in_child=_after_fork_in_child)  # fmt: skip
 
 
 def reset() -> None:
