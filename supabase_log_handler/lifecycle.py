@@ -17,6 +17,8 @@ Registered, not started (no thread, no I/O), when a handler is constructed:
   by the signal as it would have. An application that handles SIGTERM itself
   (its handler was there first, or replaced ours later, as uvicorn and gunicorn
   do) decides alone: its clean exit is a ``success``, with its last lines kept.
+  When the process is already exiting, the handlers drain before its handler
+  runs (an exit raised there would skip the drain still to come).
 * Uncaught exceptions (``sys.excepthook``, ``threading.excepthook``) become ERROR
   rows with their traceback; in the main thread they also fail the runs.
 
@@ -243,6 +245,11 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
         return
     previous = _state["previous"]
     if callable(previous):  # the application was first: it decides
+        if _state["exiting"] or _mp_exiting():
+            # Its exit would skip the drain that was about to run (a pool worker that
+            # was already leaving when Pool.terminate() signalled it): drain first.
+            with contextlib.suppress(Exception):
+                drain_all()
         previous(signum, frame)
         return
     if previous == signal.SIG_IGN:
@@ -261,6 +268,12 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 # -- fork and multiprocessing ------------------------------------------------------------
+def _mp_exiting() -> bool:
+    """A multiprocessing process inside its exit function (before or in its finalizers)."""
+    mp_util = sys.modules.get("multiprocessing.util")
+    return bool(getattr(mp_util, "_exiting", False))
+
+
 def _register_multiprocessing_child_drain() -> None:
     """In a multiprocessing child (spawn, forkserver), drain when the work ends."""
     if "multiprocessing" not in sys.modules:

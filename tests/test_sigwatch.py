@@ -63,3 +63,23 @@ def test_a_sigterm_during_the_childs_at_fork_hooks_still_ends_it(tmp_path: Path)
     assert out.returncode == 0, out.stderr
     assert "exitcode 0" in out.stdout, (out.stdout, out.stderr)
     assert "Exception ignored" not in out.stderr, out.stderr
+
+
+def test_a_pool_worker_signalled_as_it_leaves_still_stores_its_rows(tmp_path: Path) -> None:
+    """``Pool.terminate()`` signals a worker that is already in multiprocessing's exit function
+    (it got its sentinel): the application's ``sys.exit`` handler raises there, before the
+    package's drain, and the exit skips every finalizer left. The rows still in memory must
+    be drained before the application's handler runs."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPABASE_")}
+    env.update(SUPABASE_LOG_LOCAL_DB=str(tmp_path / "local.db"),
+               SUPABASE_LOG_SPOOL=str(tmp_path / "spool"), PYTHONPATH=str(ROOT),
+               SUPABASE_LOG_FLUSH_INTERVAL_S="60")  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "sigwatch_job.py"), "60", "exiting"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "exitcode 0" in out.stdout, (out.stdout, out.stderr)
+    with sqlite3.connect(tmp_path / "local.db") as db:
+        messages = sorted(m for (m,) in db.execute("select message from logs"))
+    assert messages == sorted([f"leaving {i}" for i in range(10)] + ["parent"]), out.stderr

@@ -5,12 +5,16 @@ multiprocessing lock (as a pool worker waits for a task when Pool.terminate() si
 ``sigwatch_job.py SECONDS handled N``: the application's own SIGTERM handler is there
 before ours, and the child sends itself N SIGTERMs whose handler runs at once; it
 prints how often the application's handler ran and how often the watcher woke it.
+``sigwatch_job.py SECONDS exiting``: the same handler, and the child is signalled as it
+leaves, in multiprocessing's exit function before the package's drain; its 10 rows,
+still in memory, must be stored.
 ``sigwatch_job.py SECONDS forkhook``: the application's handler (``sys.exit(0)``) is
 there before ours, and the child is sent SIGTERM while it runs its at-fork hooks (as a
 pool worker still starting when ``Pool.terminate()`` signals it); it must end."""
 
 import logging
 import multiprocessing
+import multiprocessing.synchronize
 import os
 import signal
 import sys
@@ -20,7 +24,7 @@ import time
 APP_CALLS = [0]
 if sys.argv[2:3] == ["handled"]:  # the application's handler, installed before ours
     signal.signal(signal.SIGTERM, lambda s, f: APP_CALLS.__setitem__(0, APP_CALLS[0] + 1))
-if sys.argv[2:3] == ["forkhook"]:
+if sys.argv[2:3] in (["forkhook"], ["exiting"]):
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(0))
 
 from supabase_log_handler import SupabaseHandler  # noqa: E402
@@ -30,7 +34,7 @@ logging.basicConfig(level=logging.INFO, handlers=[handler])
 log = logging.getLogger("job")
 
 
-def child(lock) -> None:
+def child(lock: "multiprocessing.synchronize.Lock") -> None:
     log.info("child waiting")
 
     def trip() -> None:  # the signal's C handler runs here, not on the main thread
@@ -54,9 +58,26 @@ def handled_child(signals: int) -> None:
     print("calls", APP_CALLS[0], "kicks", _sigwatch.wait_for_signals(signals, 60)["kicks"], flush=True)
 
 
+def leaving_child() -> None:
+    import multiprocessing.util
+
+    for i in range(10):
+        log.info("leaving %d", i)
+    # Runs first among the exit function's finalizers, before the package's drain.
+    multiprocessing.util.Finalize(None, os.kill, args=(os.getpid(), signal.SIGTERM), exitpriority=200)
+
+
 if __name__ == "__main__":
     log.info("parent")
     ctx = multiprocessing.get_context("fork")
+    if sys.argv[2:3] == ["exiting"]:
+        p = ctx.Process(target=leaving_child)
+        p.start()
+        p.join(float(sys.argv[1]))
+        print("exitcode", p.exitcode, flush=True)
+        if p.exitcode is None:
+            p.kill()
+        sys.exit(0)
     if sys.argv[2:3] == ["forkhook"]:
         lock = ctx.Lock()
         lock.acquire()
