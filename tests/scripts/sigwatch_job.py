@@ -67,39 +67,29 @@ def leaving_child() -> None:
     multiprocessing.util.Finalize(None, os.kill, args=(os.getpid(), signal.SIGTERM), exitpriority=200)
 
 
+def run_child(process: multiprocessing.process.BaseProcess) -> None:
+    """Start the child, wait for it up to the deadline, say how it ended."""
+    process.start()
+    process.join(float(sys.argv[1]))
+    print("exitcode", process.exitcode, flush=True)
+    if process.exitcode is None:
+        process.kill()
+
+
 if __name__ == "__main__":
     log.info("parent")
     ctx = multiprocessing.get_context("fork")
-    if sys.argv[2:3] == ["exiting"]:
-        p = ctx.Process(target=leaving_child)
-        p.start()
-        p.join(float(sys.argv[1]))
-        print("exitcode", p.exitcode, flush=True)
-        if p.exitcode is None:
-            p.kill()
-        sys.exit(0)
-    if sys.argv[2:3] == ["forkhook"]:
+    mode = sys.argv[2] if len(sys.argv) > 2 else "tripped"
+    if mode == "exiting":
+        run_child(ctx.Process(target=leaving_child))
+    elif mode == "forkhook":
         lock = ctx.Lock()
         lock.acquire()
         os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
-        p = ctx.Process(target=lock.acquire)  # only the SIGTERM can end this child
-        p.start()
-        p.join(float(sys.argv[1]))
-        print("exitcode", p.exitcode, flush=True)
-        if p.exitcode is None:
-            p.kill()
-        sys.exit(0)
-    if sys.argv[2:3] == ["handled"]:
-        p = ctx.Process(target=handled_child, args=(int(sys.argv[3]),))
-        p.start()
-        p.join(float(sys.argv[1]))
-        print("exitcode", p.exitcode, flush=True)
-        sys.exit(0)
-    lock = ctx.Lock()
-    lock.acquire()
-    p = ctx.Process(target=child, args=(lock,))
-    p.start()
-    p.join(float(sys.argv[1]))
-    print("exitcode", p.exitcode, flush=True)
-    if p.exitcode is None:
-        p.kill()
+        run_child(ctx.Process(target=lock.acquire))  # only the SIGTERM can end this child
+    elif mode == "handled":
+        run_child(ctx.Process(target=handled_child, args=(int(sys.argv[3]),)))
+    else:
+        lock = ctx.Lock()
+        lock.acquire()
+        run_child(ctx.Process(target=child, args=(lock,)))
