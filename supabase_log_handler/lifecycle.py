@@ -342,10 +342,6 @@ def _release_sigterm() -> None:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
-def _after_fork_in_parent() -> None:
-    _release_sigterm()
-
-
 def _after_fork_in_child() -> None:
     from . import _sigwatch
 
@@ -365,7 +361,7 @@ def _register_fork_hooks() -> None:
     the parent's state is reset before a held SIGTERM may run its handler)."""
     if not _state["fork_hooks"]:
         _state["fork_hooks"] = True
-        os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+        os.register_at_fork(before=_before_fork, after_in_parent=_release_sigterm,
                             after_in_child=_after_fork_in_child)  # fmt: skip
 
 
