@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -179,6 +180,38 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str = "con
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         pause.wait(0.02)
+
+
+# nanosleep, clock_nanosleep, select, pselect6, poll, ppoll
+_SLEEP_SYSCALLS = {"x86_64": {35, 230, 23, 270, 7, 271}, "aarch64": {101, 115, 72, 73}}
+
+
+def wait_until_asleep(pid: int, timeout_s: float = 60) -> None:
+    """Wait until the main thread of process ``pid`` is blocked in a timed sleep.
+
+    CPython runs a Python signal handler only between bytecodes or when a blocking
+    call is interrupted. A signal that lands after the main thread's last check and
+    before it enters ``time.sleep`` interrupts nothing: the handler runs when the sleep
+    ends (a test would wait for it to time out). So a test that signals a job which
+    announced it is about to sleep waits until it really sleeps (its kernel wait
+    channel is a timer or poll wait, not the GIL's futex).
+    """
+
+    task = Path(f"/proc/{pid}/task/{pid}")
+
+    def asleep() -> bool:
+        try:
+            channel = (task / "wchan").read_text().strip()
+            if channel not in ("", "0"):
+                return any(word in channel for word in ("nanosleep", "poll_schedule", "select"))
+            number = (task / "syscall").read_text().split()[0]  # wchan hidden: the syscall
+        except (OSError, IndexError):
+            return True  # gone, or nothing to read this from: signal it now
+        if not number.isdigit():
+            return number != "running"
+        return int(number) in _SLEEP_SYSCALLS.get(platform.machine(), {int(number)})
+
+    wait_until(asleep, timeout_s, f"process {pid} to sleep")
 
 
 @pytest.fixture

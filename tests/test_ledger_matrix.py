@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, SCRIPTS, abort_tree, assert_identity
+from conftest import ROOT, SCRIPTS, abort_tree, assert_identity, wait_until_asleep
 from stack.fixtures import Db
 from stack.gateway import Gateway
 from stack.pgbouncer import DirectBackend
@@ -212,6 +212,7 @@ def _run_case(env: dict[str, str], shape: str, ending: str, tag: str) -> tuple[l
                 seen.extend(_lines(line))
             assert any("ready" in r for r in seen), (
                 f"the job ended before it was ready: {proc.stderr.read() if proc.stderr else ''}")
+            wait_until_asleep(proc.pid)
             proc.send_signal(signal.SIGKILL if ending == "sigkill_disk" else signal.SIGTERM)
             out, err = proc.communicate(timeout=120)
             return seen + _lines(out), err, proc.returncode

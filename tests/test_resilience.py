@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, last_json_line, run_script, start_script, wait_until
+from conftest import ROOT, last_json_line, run_script, start_script, wait_until, wait_until_asleep
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from stack.fixtures import Db
@@ -276,6 +276,7 @@ time.sleep(60)
     )
     assert proc.stdout is not None
     run_id = json.loads(proc.stdout.readline())["run_id"]
+    wait_until_asleep(proc.pid)
     proc.send_signal(signal.SIGTERM)
     out, err = _communicate_or_dump(proc, 30)
     assert proc.returncode == 7, err
@@ -335,6 +336,7 @@ time.sleep(60)
     )
     assert proc.stdout is not None
     run_id = json.loads(proc.stdout.readline())["run_id"]
+    wait_until_asleep(proc.pid)
     proc.send_signal(signal.SIGTERM)
     _communicate_or_dump(proc, 30)
     assert proc.returncode == -signal.SIGTERM
