@@ -91,3 +91,49 @@ def test_twenty_writers_store_exactly_a_million_rows(
     assert wdb.fetchval("select count(distinct run_id) from logs") == WRITERS
     if sink == "postgres":  # PgBouncer lends at most default_pool_size server connections
         assert 0 < peak[0] <= pgbouncer.pool_size, peak[0]
+
+
+def test_writers_sharing_one_pooled_server_connection_share_its_staging_table_empty(
+    fresh_gateway: Callable[..., Any], pg_cluster: Any
+) -> None:
+    """Through a pool of one server connection, two direct sinks write in turn (one write refused
+    midway): every good row stored once, and the staging table left in that connection is empty."""
+    import psycopg
+
+    from supabase_log_handler._ids import new_id
+    from supabase_log_handler.errors import DataError
+    from supabase_log_handler.rows import encode
+    from supabase_log_handler.sinks import LOG_COLUMNS
+    from supabase_log_handler.sinks.postgres import PostgresSink
+
+    _, wdb = fresh_gateway()
+    run_id = new_id()
+    wdb.execute("insert into runs (id, script_name, status) values (%s, 'pooled', 'running')", (run_id,))
+    bouncer = PgBouncer(pg_cluster.host, pg_cluster.port, pool_size=1).start()
+    sinks = [PostgresSink(bouncer.dsn(wdb.name)) for _ in range(2)]
+    try:
+
+        def batch(n: int, run: str = run_id) -> list[bytes]:
+            return [encode({"id": new_id(), "run_id": run, "timestamp": "2026-11-29T12:00:00+00:00",
+                            "level": "INFO", "step": "S", "message": f"m{i}", "meta": {}})
+                    for i in range(n)]  # fmt: skip
+
+        stored = 0
+        for turn in range(6):
+            sinks[turn % 2].write("logs", batch(100), merge=False, columns=LOG_COLUMNS)
+            stored += 100
+            if turn == 2:  # copied into the staging table, then refused as a whole (no such run)
+                with pytest.raises(DataError):
+                    sinks[1].write("logs", batch(50) + batch(1, new_id()), merge=False, columns=LOG_COLUMNS)
+        assert wdb.fetch("select count(*), count(distinct id) from logs") == [(stored, stored)]
+        with psycopg.connect(bouncer.dsn(wdb.name), autocommit=True, prepare_threshold=None) as conn:
+            backends = conn.execute(
+                "select count(*) from pg_stat_activity where datname = current_database()"
+                " and backend_type = 'client backend' and usename = 'postgres'"
+            ).fetchone()
+            assert backends == (1,)  # the pooled one, which this query was lent too
+            assert conn.execute("select count(*) from pg_temp._slh_logs").fetchone() == (0,)
+    finally:
+        for sink in sinks:
+            sink.close()
+        bouncer.close()

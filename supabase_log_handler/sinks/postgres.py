@@ -4,19 +4,22 @@ Selected with ``sink="postgres"`` and ``db_url`` (``SUPABASE_DB_URL``), for
 volumes PostgREST carries slowly. One write is one short transaction, in three
 round trips::
 
-    begin; set local statement_timeout = ...; create temp table _slh_<table> (r json) on commit drop
+    begin; set local statement_timeout = ...;
+        create temp table if not exists _slh_<table> (r jsonb) on commit delete rows
     copy _slh_<table> (r) from stdin          -- the rows' JSON, exactly as the worker encoded them
-    insert into <table> (<columns>) select ... from _slh_<table>, json_populate_record(...)
+    insert into <table> (<columns>) select ... from _slh_<table>, jsonb_populate_record(...)
         on conflict (<primary key>) do nothing | do update set <columns> = excluded...; commit
 
 so a retry after a timeout, a replay or a second push stores nothing twice,
 and an all-or-nothing refusal lets ``delivery.py`` halve the group around a bad
-row (the errors are mapped by ``pgclassify.py``). Nothing outlives a
-transaction: no server-side prepared statements (``prepare_threshold=None``),
-no ``SET`` but ``SET LOCAL``, the staging table dropped at commit; so it works
-through PgBouncer or Supavisor in transaction mode (port 6543), which lend a
-server connection for one transaction only. The arbiter of ``on conflict`` is
-the table's primary key, read once per table: ``(id)``, or ``(id, timestamp)``
+row (the errors are mapped by ``pgclassify.py``). Nothing a later
+transaction relies on outlives one: no server-side prepared statements
+(``prepare_threshold=None``), no ``SET`` but ``SET LOCAL``, and the staging
+table, made on first use in whichever server connection the transaction got
+(not made and dropped in every transaction), is emptied at every commit; so
+it works through PgBouncer or Supavisor in transaction mode (port 6543), which
+lend a server connection for one transaction only. The arbiter of ``on
+conflict`` is the table's primary key, read once per table: ``(id)``, or ``(id, timestamp)``
 on a partitioned table (``migrations/partitioned/``); a merge that lacks a key
 column updates by ``id`` first.
 
@@ -164,7 +167,8 @@ class PostgresSink(DictRows):
             stage = f'"_slh_{table}"'
             conn.execute(
                 f"begin; set local statement_timeout = {timeout_ms}; "
-                f"create temp table {stage} (r json) on commit drop"
+                "set local client_min_messages = warning; "  # no notice when it exists
+                f"create temp table if not exists {stage} (r jsonb) on commit delete rows"
             )
             with conn.cursor().copy(f"copy {stage} (r) from stdin") as copy:
                 copy.write(data)
@@ -271,7 +275,7 @@ def _upsert_sql(
 ) -> str:
     cols = ", ".join(_ident(c) for c in columns)
     picked = ", ".join(f"x.{_ident(c)}" for c in columns)
-    source = f"from {stage} s cross join lateral json_populate_record(null::{target}, s.r) x"
+    source = f"from {stage} s cross join lateral jsonb_populate_record(null::{target}, s.r) x"
     rest = [c for c in columns if c not in key]
     if set(key) <= set(columns):
         conflict = f"on conflict ({', '.join(_ident(c) for c in key)})"
