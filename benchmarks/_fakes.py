@@ -37,6 +37,7 @@ import os
 import queue
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -55,13 +56,20 @@ class Delivery:
         self.count = 0
         self.last_ns = 0
         self.requests = 0
+        self.sizes: Counter[int] = Counter()  # requests (or batches handed over) by records in them
 
     def add(self, n: int) -> None:
         with self._lock:
             self.count += n
             self.requests += 1
+            self.sizes[n] += 1
             self.last_ns = time.perf_counter_ns()
             self._reached.notify_all()
+
+    def snapshot(self) -> tuple[int, int, Counter[int]]:
+        """``(count, requests, sizes)`` at one instant."""
+        with self._lock:
+            return self.count, self.requests, Counter(self.sizes)
 
     def wait_for(
         self,

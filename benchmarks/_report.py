@@ -48,6 +48,7 @@ SUMMARY_HEAD = [
     "process CPU us/record",
     "x QueueHandler",
     "records/s delivered",
+    "records per request (steady / burst)",
     "burst drain s",
     "peak RSS MiB",
 ]
@@ -70,9 +71,17 @@ def _summary_cells(h: dict[str, Any]) -> list[str]:
         _us(c["process_cpu_ns_per_record"]["median"]),
         _x(h, "calls", "process_cpu_ns_per_record"),
         _rate(c["records_per_s"]["median"]),
+        _per_request(c, b),
         drain,
         f"{h['peak_rss_bytes']['median'] / MiB:.0f}",
     ]
+
+
+def _per_request(calls: dict[str, Any], burst: dict[str, Any] | None) -> str:
+    """Median records per request (per batch handed to the exporter), steady and in the burst."""
+    cells = [f"{p['rows_per_request_median']['median']:,.0f}" if p and "rows_per_request_median" in p else "-"
+             for p in (calls, burst)]  # fmt: skip
+    return " / ".join(cells)
 
 
 def _table(head: list[str], rows: list[list[str]]) -> list[str]:

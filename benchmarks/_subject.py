@@ -31,6 +31,7 @@ import statistics
 import sys
 import time
 from array import array
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,22 @@ def percentile(sorted_values: list[int], q: float) -> float:
     return float(sorted_values[rank])
 
 
+def _median(counts: Counter[int]) -> float:
+    """The median of the values ``counts`` holds (value -> how many times), 0 for none."""
+    total = counts.total()
+    if not total:
+        return 0.0
+    middle = ((total - 1) // 2, total // 2)  # the two middle positions (one when odd)
+    found: list[int] = []
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        found += [value for position in middle[len(found):] if seen > position]
+        if len(found) == 2:
+            break
+    return (found[0] + found[1]) / 2
+
+
 def run_phase(
     log: logging.Logger,
     subject: Any,
@@ -73,7 +90,8 @@ def run_phase(
     info = log.info
     gc.collect()
     dropped = subject.info.get("dropped") or (lambda: 0)
-    count0, requests0, dropped0 = delivery.count, delivery.requests, dropped()
+    count0, requests0, sizes0 = delivery.snapshot()
+    dropped0 = dropped()
     p0 = process_cpu()
     c0 = thread_cpu()
     ts[0] = clock()
@@ -87,7 +105,9 @@ def run_phase(
     complete = delivery.wait_for(expected_before + n, timeout_s, idle_s, dropped)
     p1 = process_cpu()
     peak_rss = peak_rss_bytes()  # before the latencies below allocate their list
-    delivered = delivery.count - count0
+    count1, requests1, sizes1 = delivery.snapshot()
+    delivered = count1 - count0
+    sizes = sizes1 - sizes0
     dropped_n = dropped() - dropped0
     last_ns = delivery.last_ns if delivered else ts[n]
     laps = sorted(ts[i + 1] - ts[i] for i in range(n))
@@ -113,7 +133,9 @@ def run_phase(
         "records_per_s": delivered / delivery_s,
         "drain_s": max(last_ns - ts[n], 0) / 1e9,
         "loop_s": (ts[n] - ts[0]) / 1e9,
-        "requests": delivery.requests - requests0,
+        "requests": requests1 - requests0,
+        "rows_per_request_median": _median(sizes),
+        "rows_per_request_mean": sum(k * v for k, v in sizes.items()) / max(sizes.total(), 1),
         "peak_rss_bytes": peak_rss,
     }
     del laps

@@ -134,8 +134,9 @@ METRICS = {
         "process_cpu_ns_per_record",
         "records_per_s",
         "drain_s",
+        "rows_per_request_median",
     ),
-    "burst": ("process_cpu_ns_per_record", "records_per_s", "drain_s", "p999_ns"),
+    "burst": ("process_cpu_ns_per_record", "records_per_s", "drain_s", "p999_ns", "rows_per_request_median"),
 }
 RATIOS = (
     "caller_wall_ns_per_call",

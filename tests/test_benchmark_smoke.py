@@ -60,6 +60,9 @@ def test_bench_quick_measures_every_handler_and_renders_the_readme_table(tmp_pat
             assert calls["delivered"] == calls["calls"], name
         burst = run["burst"]
         assert burst["calls"] == delivery["burst"] == 5 * delivery["queue_rows"]
+        for phase in (calls, burst):  # the sizes of the requests add up to what was delivered
+            assert phase["rows_per_request_mean"] * phase["requests"] == pytest.approx(phase["delivered"])
+            assert 1 <= phase["rows_per_request_median"] <= (500 if name.startswith("supabase") else 10**6)
         assert burst["delivered"] > 0, name
         assert run["peak_rss_bytes"] >= run["rss_ready_bytes"] > 0, name
     gateway_run = delivery["runs"]["supabase-gateway"][0]
