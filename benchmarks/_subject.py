@@ -60,18 +60,7 @@ def percentile(sorted_values: list[int], q: float) -> float:
 
 def _median(counts: Counter[int]) -> float:
     """The median of the values ``counts`` holds (value -> how many times), 0 for none."""
-    total = counts.total()
-    if not total:
-        return 0.0
-    middle = ((total - 1) // 2, total // 2)  # the two middle positions (one when odd)
-    found: list[int] = []
-    seen = 0
-    for value in sorted(counts):
-        seen += counts[value]
-        found += [value for position in middle[len(found):] if seen > position]
-        if len(found) == 2:
-            break
-    return (found[0] + found[1]) / 2
+    return float(statistics.median(sorted(counts.elements()))) if counts else 0.0
 
 
 def run_phase(

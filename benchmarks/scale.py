@@ -47,7 +47,7 @@ from stack.postgres import PgCluster  # noqa: E402
 
 from supabase_log_handler._ids import new_id  # noqa: E402
 from supabase_log_handler.sinks import LOG_COLUMNS  # noqa: E402
-from supabase_log_handler.sinks.postgres import PostgresSink  # noqa: E402
+from supabase_log_handler.sinks.postgres import PostgresSink, _copy_line  # noqa: E402
 from supabase_log_handler.sinks.rest import SupabaseSink  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -151,7 +151,7 @@ def _typed_line(row: bytes) -> bytes:
             out.append("\\N")
             continue
         text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        out.append(text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
+        out.append(_copy_line(text.encode())[:-1].decode())  # the sink's own COPY escaping
     return ("\t".join(out) + "\n").encode()
 
 

@@ -19,9 +19,9 @@ table, made on first use in whichever server connection the transaction got
 (not made and dropped in every transaction), is emptied at every commit; so
 it works through PgBouncer or Supavisor in transaction mode (port 6543), which
 lend a server connection for one transaction only. The arbiter of ``on
-conflict`` is the table's primary key, read once per table: ``(id)``, or ``(id, timestamp)``
-on a partitioned table (``migrations/partitioned/``); a merge that lacks a key
-column updates by ``id`` first.
+conflict`` is the table's primary key, read once per table: ``(id)``, or
+``(id, timestamp)`` on a partitioned table (``migrations/partitioned/``); a
+merge that lacks a key column updates by ``id`` first.
 
 A heartbeat is one ``update ... where id = <run> and status = 'running'``.
 
