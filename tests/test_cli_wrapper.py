@@ -239,6 +239,23 @@ def test_bash_command_output_lines_are_rows_and_still_echoed(
     )
 
 
+def test_the_handlers_own_notices_are_not_the_reason_a_run_failed(
+    tmp_path: Path, db: Db, supabase_env: dict[str, str]
+) -> None:
+    """A delivery notice of the handler (in a child it attached to) after the command's last
+    error line is echoed, but is neither a row nor the failed run's reason."""
+    script = unique("notice-job")
+    notice = "supabase-log-handler: cannot deliver to Supabase (network); keeping rows in the spool"
+    command = f'echo "fatal error: disk full" >&2; echo "{notice}" >&2; exit 4'
+    out = wrap(tmp_path, ["--script-name", script, "--", "bash", "-c", command], supabase_env)
+    assert out.returncode == 4
+    assert notice in out.stderr
+    run = one_run(db, script)
+    assert run["error_message"].startswith("exit code 4: fatal error: disk full")
+    assert "cannot deliver" not in run["error_message"]
+    assert [(r["level"], r["message"]) for r in logs_of(db, run["id"])] == [("ERROR", "fatal error: disk full")]
+
+
 def test_python_child_processes_log_into_the_same_run(
     tmp_path: Path, db: Db, supabase_env: dict[str, str]
 ) -> None:

@@ -42,6 +42,7 @@ from .._scriptname import code_argument, name_for_code
 from .._threads import start_without_signals, without_signals
 from ..capture import ENV_CAPTURE_PRINT
 from ..config import read_env_file
+from ..diagnostics import PREFIX
 from ..errors import ConfigurationError
 from ..handler import SupabaseHandler
 from ..runs import Run
@@ -145,8 +146,8 @@ class _Tee:
                     self.echo = None  # our own stream is gone; keep recording
             text = raw.decode("utf-8", "replace").rstrip("\r\n")
             self.lines += 1
-            if not text.strip():
-                continue
+            if not text.strip() or text.startswith(PREFIX):  # the handler's own notices are not the
+                continue  # command's output: no row, and never the reason a run failed
             self.tail.append(text)
             if self.logger is not None:
                 self._row(text)
